@@ -1,0 +1,100 @@
+"""The API process: a FastAPI app built by a factory (the composition root of this role)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from api import errors
+from api.body_limit import BodyLimitMiddleware
+from api.context import ApiContext
+from api.routes import data, devices, ops
+from ingest import http as callbacks
+from services.ingest import dedup
+from services.kafka import KafkaPublisher, Publisher, PublishFailed
+from services.settings import Settings
+from services.storage.db import migrate, open_pool
+
+log = logging.getLogger(__name__)
+
+
+async def _purge_dedup(ctx: ApiContext) -> None:
+    while True:
+        await asyncio.sleep(60)
+        with contextlib.suppress(Exception):
+            async with ctx.pool.connection() as conn:
+                await dedup.purge(conn, ctx.settings.dedup_window_seconds)
+
+
+def create_app(settings: Settings, *, publisher: Publisher | None = None) -> FastAPI:
+    """Build the API for ``settings``; the lifespan opens the pool and the Kafka producer."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert settings.database_url, "HIVEPIPE_DATABASE_URL is required"
+        pool = await open_pool(settings.database_url, size=settings.db_pool_size, name="api")
+        async with pool.connection() as conn:
+            await migrate(
+                conn,
+                chunk_interval=settings.chunk_interval,
+                compress_after=settings.compress_after,
+                retention=settings.retention,
+            )
+        own_publisher: KafkaPublisher | None = None
+        pub: Publisher
+        if publisher is None:
+            assert settings.kafka, "HIVEPIPE_KAFKA is required"
+            own_publisher = KafkaPublisher(settings.kafka)
+            with contextlib.suppress(PublishFailed):
+                await own_publisher.start()  # else callbacks answer 503 until Kafka is back
+            pub = own_publisher
+        else:
+            pub = publisher
+        ctx = ApiContext(settings=settings, pool=pool, publisher=pub)
+        if own_publisher is not None:
+            kafka = own_publisher
+
+            async def kafka_ready() -> bool:
+                try:
+                    await kafka.start()
+                except PublishFailed:
+                    return False
+                return True
+
+            ctx.extras["kafka_ready"] = kafka_ready
+        for extension in _extensions:
+            await extension(ctx)
+        app.state.ctx = ctx
+        purge = asyncio.create_task(_purge_dedup(ctx))
+        try:
+            yield
+        finally:
+            purge.cancel()
+            for closer in ctx.extras.get("closers", []):
+                await closer()
+            if own_publisher is not None:
+                await own_publisher.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="hivepipe",
+        version="0.1.0",
+        description="IoT ingestion pipeline: callbacks, queries, devices, Orbit parameters.",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    for router in (ops.router, callbacks.router, devices.router, data.router):
+        app.include_router(router)
+    return app
+
+
+#: Hooks run in the lifespan after the context exists (features register themselves here).
+_extensions: list[Any] = []

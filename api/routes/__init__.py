@@ -1,0 +1,1 @@
+"""One module per resource; collected by api.main."""

@@ -1,0 +1,139 @@
+"""Sensor data: points, aggregates, events, state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from api.deps import ConnDep, scoped
+from api.errors import ApiError
+from services import devices as registry
+from services.storage import points as store
+from services.storage.events import query_events
+
+router = APIRouter(prefix="/v1/devices", tags=["data"])
+
+ReadData = scoped("readdata")
+ReadDev = scoped("readdev")
+
+
+class PointOut(BaseModel):
+    device: str
+    time: float
+    metric: str
+    value: float
+    unit: str | None
+
+
+class DataPage(BaseModel):
+    data: list[PointOut]
+    next: str | None
+
+
+async def _device(conn: ConnDep, device_id: str, principal: Any) -> dict[str, Any]:
+    row = await registry.visible_device(conn, device_id, principal)
+    if row is None:
+        raise ApiError(404, "device_not_found", f"No device {device_id!r}.")
+    return row
+
+
+def _metrics(metric: str | None) -> list[str] | None:
+    return [m for m in metric.split(",") if m] if metric else None
+
+
+@router.get("/{device_id}/data", response_model=DataPage)
+async def get_data(
+    device_id: str,
+    principal: ReadData,
+    conn: ConnDep,
+    from_: Annotated[float | None, Query(alias="from")] = None,
+    to: float | None = None,
+    metric: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    cursor: str | None = None,
+    order: Literal["desc", "asc"] = "desc",
+) -> Any:
+    """Data points of a device, newest first by default, with keyset cursor pagination."""
+    row = await _device(conn, device_id, principal)
+    try:
+        points, nxt = await store.query_points(
+            conn,
+            row["id"],
+            start=from_,
+            end=to,
+            metrics=_metrics(metric),
+            limit=limit,
+            cursor=cursor,
+            order=order,
+        )
+    except store.InvalidCursor as exc:
+        raise ApiError(400, "invalid_cursor", "The cursor is not valid.") from exc
+    return {"data": [p.to_dict() for p in points], "next": nxt}
+
+
+@router.get("/{device_id}/data/aggregate")
+async def get_aggregate(
+    device_id: str,
+    principal: ReadData,
+    conn: ConnDep,
+    bucket: Annotated[int, Query(ge=60, le=366 * 86400)],
+    fn: Literal["avg", "min", "max", "count"] = "avg",
+    from_: Annotated[float | None, Query(alias="from")] = None,
+    to: float | None = None,
+    metric: str | None = None,
+) -> Any:
+    """Aggregates per time bucket (seconds), from the continuous aggregates where possible."""
+    row = await _device(conn, device_id, principal)
+    rows = await store.aggregate_points(
+        conn, row["id"], start=from_, end=to, metrics=_metrics(metric), bucket_seconds=bucket, fn=fn
+    )
+    return {"data": rows, "bucket": bucket, "fn": fn}
+
+
+@router.get("/{device_id}/events")
+async def get_events(
+    device_id: str,
+    principal: ReadDev,
+    conn: ConnDep,
+    from_: Annotated[float | None, Query(alias="from")] = None,
+    to: float | None = None,
+    type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Any:
+    """The device's events (decode errors, acks, downlinks, parameter changes), newest first."""
+    row = await _device(conn, device_id, principal)
+    types = [t for t in type.split(",") if t] if type else None
+    return {
+        "events": await query_events(conn, row["id"], start=from_, end=to, types=types, limit=limit)
+    }
+
+
+_STATE_SECTIONS = {
+    "relay": "Relays",
+    "relay_c": "Relay_Cs",
+    "gpio": "GPIOs",
+    "gpio_c": "GPIO_Cs",
+    "adc": "ADCs",
+    "adc_c": "ADC_Cs",
+}
+
+
+@router.get("/{device_id}/state")
+async def get_state(device_id: str, principal: ReadData, conn: ConnDep, type: str = "all") -> Any:
+    """The latest state a relay controller reported; ``type`` picks one section."""
+    row = await _device(conn, device_id, principal)
+    if type != "all" and type not in _STATE_SECTIONS:
+        raise ApiError(
+            400,
+            "invalid_state_type",
+            "type must be one of all, " + ", ".join(_STATE_SECTIONS) + ".",
+        )
+    latest = await store.latest_state(conn, row["id"])
+    if latest is None:
+        raise ApiError(404, "state_not_found", "This device has not reported a state yet.")
+    _, state = latest
+    if type == "all":
+        return state
+    return state.get(_STATE_SECTIONS[type], [])

@@ -1,0 +1,47 @@
+"""Operations: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import ContextDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "a dependency is down"}})
+async def readyz(ctx: ContextDep) -> Any:
+    """Kafka, the database and (where configured) MQTT are reachable."""
+    checks: dict[str, bool] = {}
+    try:
+        async with asyncio.timeout(2), ctx.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        checks["database"] = True
+    except Exception:
+        checks["database"] = False
+    kafka_check = ctx.extras.get("kafka_ready")
+    checks["kafka"] = bool(await kafka_check()) if kafka_check else True
+    mqtt_check = ctx.extras.get("mqtt_ready")
+    if mqtt_check is not None:
+        checks["mqtt"] = bool(await mqtt_check())
+    ok = all(checks.values())
+    return ORJSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Protocol adapters: HTTP callbacks of the networks and the MQTT subscriber."""

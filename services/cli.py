@@ -1,0 +1,81 @@
+"""The ``hivepipe`` command: ``up`` runs everything; each role can also run on its own."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from services.settings import Settings
+
+app = typer.Typer(help="hivepipe: IoT ingestion pipeline.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingest adapters that are not HTTP callbacks.")
+app.add_typer(ingest_app, name="ingest")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return settings
+
+
+@app.command()
+def up() -> None:
+    """Run the whole pipeline: embedded servers for what is not configured, then every role."""
+    from services import supervisor
+
+    raise typer.Exit(supervisor.run(_settings(), echo=lambda line: typer.echo(line)))
+
+
+@app.command()
+def api() -> None:
+    """Run the API (REST, GraphQL and the network callbacks)."""
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the Faust worker (decode, store, Orbit acks, webhooks)."""
+    import asyncio
+
+    import faust
+
+    from services.events import ALL_TOPICS
+    from services.kafka import ensure_topics
+    from stream.app import create_app
+
+    settings = _settings()
+    assert settings.kafka, "HIVEPIPE_KAFKA is required"
+    asyncio.run(
+        ensure_topics(settings.kafka, [settings.topic(t) for t in ALL_TOPICS], settings.partitions)
+    )
+    faust_app = create_app(settings)
+    faust.Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+@ingest_app.command("mqtt")
+def ingest_mqtt() -> None:
+    """Run the MQTT adapter: devices/+/up and devices/+/state to the uplinks topic."""
+    from ingest.mqtt import run
+
+    run(_settings())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,190 @@
+"""The device registry: models, ownership and visibility."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from services.auth.keys import Principal
+
+Row = dict[str, Any]
+
+#: Device model -> network, per api-contract.md.
+MODEL_NETWORKS: dict[str, str] = {
+    "orbit-t": "sigfox",
+    "orbit-th": "sigfox",
+    "orbit-lite": "sigfox",
+    "lorawan-lpp": "lorawan",
+    "json": "mqtt",
+    "relay-controller": "mqtt",
+}
+_HEX_ID = {"sigfox": re.compile(r"^[0-9A-F]{1,8}$"), "lorawan": re.compile(r"^[0-9A-F]{16}$")}
+_MQTT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class InvalidDevice(ValueError):
+    """A device body that cannot be registered (the reason says why)."""
+
+
+def canonical_id(device_id: str, network: str | None = None) -> str:
+    """Hex ids (Sigfox, DevEUI) are upper-case; MQTT ids are kept as given.
+
+    Without a network, an all-hex id is upper-cased: ids are compared case-insensitively.
+    """
+    if network == "mqtt":
+        return device_id
+    if network is None and not re.fullmatch(r"[0-9A-Fa-f]+", device_id):
+        return device_id
+    return device_id.upper()
+
+
+def validate_new_device(device_id: str, model: str) -> tuple[str, str]:
+    """Check id and model; returns (canonical id, network)."""
+    network = MODEL_NETWORKS.get(model)
+    if network is None:
+        raise InvalidDevice(f"unknown model {model!r}; one of {', '.join(MODEL_NETWORKS)}")
+    canonical = canonical_id(device_id.strip(), network)
+    pattern = _HEX_ID.get(network, _MQTT_ID)
+    if not pattern.match(canonical):
+        what = {
+            "sigfox": "a Sigfox id (1 to 8 hex digits)",
+            "lorawan": "a DevEUI (16 hex digits)",
+        }.get(network, "1 to 64 characters of letters, digits, '_', '.', ':' or '-'")
+        raise InvalidDevice(f"device id must be {what}")
+    return canonical, network
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the pipeline needs to know of a device to process its uplinks."""
+
+    id: str
+    model: str
+    owner_id: int
+    active: bool
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def device_body(row: Row) -> dict[str, Any]:
+    """The API body of a device."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "model": row["model"],
+        "network": row["network"],
+        "owner": row["owner"],
+        "active": row["active"],
+        "created": int(row["created"].timestamp()),
+        "last_seen": _ts(row["last_seen"]),
+    }
+
+
+_SELECT = """
+SELECT d.id, d.name, d.model, d.network, d.owner_id, u.username AS owner, d.active, d.created,
+       d.last_seen, COALESCE(u.parent_id, u.id) AS account_id
+FROM devices d JOIN users u ON u.id = d.owner_id
+"""
+
+
+async def create_device(
+    conn: AsyncConnection[Row],
+    *,
+    device_id: str,
+    model: str,
+    name: str,
+    owner_id: int,
+) -> Row | None:
+    """Register a device; None when the id is taken."""
+    canonical, network = validate_new_device(device_id, model)
+    cur = await conn.execute(
+        "INSERT INTO devices (id, name, model, network, owner_id) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
+        (canonical, name, model, network, owner_id),
+    )
+    if await cur.fetchone() is None:
+        return None
+    return await get_device_row(conn, canonical)
+
+
+async def get_device_row(conn: AsyncConnection[Row], device_id: str) -> Row | None:
+    """A device with its owner's name and account, whoever may see it."""
+    cur = await conn.execute(
+        _SELECT + " WHERE d.id = %s OR d.id = upper(%s)", (device_id, device_id)
+    )
+    return await cur.fetchone()
+
+
+def visible_to(row: Row, principal: Principal) -> bool:
+    """A normal user sees its own devices; an integrator sees those of its whole account."""
+    if principal.is_integrator:
+        return bool(row["account_id"] == principal.account_id)
+    return bool(row["owner_id"] == principal.user_id)
+
+
+async def visible_device(
+    conn: AsyncConnection[Row], device_id: str, principal: Principal
+) -> Row | None:
+    """The device if this principal may see it (else None: 404, nothing is revealed)."""
+    row = await get_device_row(conn, device_id)
+    if row is None or not visible_to(row, principal):
+        return None
+    return row
+
+
+async def list_devices(conn: AsyncConnection[Row], principal: Principal) -> list[Row]:
+    """Every device this principal may see, by id."""
+    if principal.is_integrator:
+        cur = await conn.execute(
+            _SELECT + " WHERE COALESCE(u.parent_id, u.id) = %s ORDER BY d.id",
+            (principal.account_id,),
+        )
+    else:
+        cur = await conn.execute(
+            _SELECT + " WHERE d.owner_id = %s ORDER BY d.id", (principal.user_id,)
+        )
+    return await cur.fetchall()
+
+
+class DeviceDirectory:
+    """A short-lived cache of device model/owner/active for the hot path (TTL in seconds)."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, DeviceInfo | None]] = {}
+
+    async def lookup(
+        self, conn: AsyncConnection[Row], ids: set[str]
+    ) -> dict[str, DeviceInfo | None]:
+        """Device infos for ``ids`` (None for unknown ids), from cache or one query."""
+        now = time.monotonic()
+        found: dict[str, DeviceInfo | None] = {}
+        missing: list[str] = []
+        for device_id in ids:
+            hit = self._cache.get(device_id)
+            if hit is not None and hit[0] > now:
+                found[device_id] = hit[1]
+            else:
+                missing.append(device_id)
+        if missing:
+            cur = await conn.execute(
+                "SELECT id, model, owner_id, active FROM devices WHERE id = ANY(%s)", (missing,)
+            )
+            rows = {row["id"]: row for row in await cur.fetchall()}
+            for device_id in missing:
+                row = rows.get(device_id)
+                info = (
+                    None
+                    if row is None
+                    else DeviceInfo(row["id"], row["model"], row["owner_id"], row["active"])
+                )
+                self._cache[device_id] = (now + self._ttl, info)
+                found[device_id] = info
+        return found

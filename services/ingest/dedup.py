@@ -1,0 +1,57 @@
+"""Uplink deduplication shared by every ingest process, in PostgreSQL.
+
+A key is claimed by the first process to insert it; a claim older than the window is reclaimed.
+The row also keeps the answer given (a Sigfox downlink), so a duplicate is answered exactly like
+the original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+
+Row = dict[str, Any]
+
+_CLAIM = """
+INSERT INTO uplink_dedup (key, seen) VALUES (%(key)s, now())
+ON CONFLICT (key) DO UPDATE SET seen = excluded.seen, response = NULL
+    WHERE uplink_dedup.seen < now() - make_interval(secs => %(window)s)
+RETURNING key
+"""
+
+
+async def claim(conn: AsyncConnection[Row], key: str, window_seconds: int) -> bool:
+    """True when this uplink is new (or its last sighting is older than the window)."""
+    cur = await conn.execute(_CLAIM, {"key": key, "window": window_seconds})
+    return await cur.fetchone() is not None
+
+
+async def release(conn: AsyncConnection[Row], key: str) -> None:
+    """Forget a claim whose uplink could not be published, so the network's retry is accepted."""
+    await conn.execute("DELETE FROM uplink_dedup WHERE key = %s", (key,))
+
+
+async def remember_response(conn: AsyncConnection[Row], key: str, response: Any) -> None:
+    """Keep the answer given to the original, for its duplicates."""
+    await conn.execute(
+        "UPDATE uplink_dedup SET response = %s::jsonb WHERE key = %s",
+        (orjson.dumps(response).decode(), key),
+    )
+
+
+async def previous_response(conn: AsyncConnection[Row], key: str) -> Any:
+    """The answer given to the original of a duplicate (None when it was a 204)."""
+    cur = await conn.execute("SELECT response FROM uplink_dedup WHERE key = %s", (key,))
+    row = await cur.fetchone()
+    return None if row is None else row["response"]
+
+
+async def purge(conn: AsyncConnection[Row], window_seconds: int) -> int:
+    """Delete claims older than the window; returns how many."""
+    cur = await conn.execute(
+        "DELETE FROM uplink_dedup WHERE seen < now() - make_interval(secs => %s)",
+        (window_seconds,),
+    )
+    return cur.rowcount

@@ -1,0 +1,1 @@
+"""Orbit device management: parameters, the pending-update queue, downlink planning."""

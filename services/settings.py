@@ -1,0 +1,104 @@
+"""One settings class for every process, read from ``HIVEPIPE_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_WEAK_SECRETS = {"", "changeme", "secret", "token", "hivepipe"}
+
+
+class Settings(BaseSettings):
+    """Validated at start; refuses default secrets outside the embedded mode.
+
+    The embedded mode is on when neither ``HIVEPIPE_KAFKA`` nor ``HIVEPIPE_DATABASE_URL`` is
+    set: ``hivepipe up`` then starts its own broker, database and MQTT broker under
+    ``data_dir`` and hands their URLs to the roles it spawns.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HIVEPIPE_", extra="ignore")
+
+    kafka: str | None = None
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    data_dir: Path = Path(".hivepipe")
+    callback_token: SecretStr | None = None
+    topic_prefix: str = "hivepipe."
+    partitions: int = Field(default=4, ge=1, le=256)
+    mqtt_topic_prefix: str = "devices"
+    mqtt_share_group: str = "hivepipe"
+
+    #: Set by ``hivepipe up`` in the processes it spawns: secrets may be generated ones.
+    embedded: bool = False
+
+    # Pipeline tuning.
+    batch_size: int = Field(default=1000, ge=1)
+    flush_interval: float = Field(default=0.1, gt=0)
+    db_pool_size: int = Field(default=8, ge=1)
+
+    # Ingest rules.
+    dedup_window_seconds: int = Field(default=600, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # API.
+    rate_limit_per_minute: int = Field(default=60, ge=1)
+    rate_limit_per_day: int = Field(default=10_000, ge=1)
+    rate_limit_storage: str = "memory://"
+
+    # Webhooks.
+    webhook_allowed_cidrs: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = ()
+    webhook_allow_http: bool = False
+
+    # Timescale policies.
+    chunk_interval: str = "1 day"
+    compress_after: str = "7 days"
+    retention: str | None = None
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("webhook_allowed_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(
+                ipaddress.ip_network(part.strip(), strict=False)
+                for part in value.split(",")
+                if part.strip()
+            )
+        return value
+
+    @field_validator("kafka")
+    @classmethod
+    def _strip_scheme(cls, value: str | None) -> str | None:
+        if value and value.startswith("kafka://"):
+            return value.removeprefix("kafka://")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.embedded:
+            return self
+        token = self.callback_token.get_secret_value() if self.callback_token else ""
+        if (self.kafka or self.database_url) and (token in _WEAK_SECRETS or len(token) < 16):
+            raise ValueError(
+                "HIVEPIPE_CALLBACK_TOKEN must be set to a secret of at least 16 characters "
+                "when hivepipe runs against configured servers"
+            )
+        return self
+
+    def topic(self, name: str) -> str:
+        """The full Kafka topic name for one of ``services.events`` topic names."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def token(self) -> str:
+        """The callback token in clear (empty when none is configured)."""
+        return self.callback_token.get_secret_value() if self.callback_token else ""

@@ -1,0 +1,1 @@
+"""Storage: the PostgreSQL/TimescaleDB pool, migrations, and the stores of each resource."""

@@ -1,0 +1,70 @@
+"""Connection pool and the ordered SQL migration runner."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.storage import timescale
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: Any fixed 64-bit number: serialises concurrent migration runs of several processes.
+_MIGRATION_LOCK = 0x68697665706970
+
+
+async def open_pool(url: str, *, size: int = 8, name: str = "hivepipe") -> AsyncConnectionPool:
+    """Open a pool of autocommit connections returning dict rows.
+
+    ``prepare_threshold=None`` keeps statements unprepared, which PgBouncer and the PGlite
+    TimescaleDB build both need; the statements here are cheap to plan.
+    """
+    pool = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=size,
+        name=name,
+        open=False,
+        kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool
+
+
+async def migrate(
+    conn: psycopg.AsyncConnection[dict[str, object]],
+    *,
+    chunk_interval: str = "1 day",
+    compress_after: str = "7 days",
+    retention: str | None = None,
+) -> list[str]:
+    """Apply the SQL files of ``migrations/`` not yet recorded, in name order; then TimescaleDB.
+
+    Idempotent and safe to run from several processes at once (an advisory lock serialises
+    them). Returns the names applied by this call.
+    """
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())"
+        )
+        cur = await conn.execute("SELECT name FROM schema_migrations")
+        done = {str(row["name"]) for row in await cur.fetchall()}  # type: ignore[call-overload]
+        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            if path.name in done:
+                continue
+            log.info("applying migration %s", path.name)
+            await conn.execute(path.read_text())  # type: ignore[arg-type]
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
+            applied.append(path.name)
+    await timescale.apply_timescale(
+        conn, chunk_interval=chunk_interval, compress_after=compress_after, retention=retention
+    )
+    return applied

@@ -1,0 +1,50 @@
+"""What the agents share in one worker process: the pool, the publisher, the device cache."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from services.devices import DeviceDirectory
+from services.kafka import KafkaPublisher
+from services.settings import Settings
+from services.storage.db import open_pool
+
+
+@dataclass
+class Resources:
+    """Opened lazily by the first agent that needs them; closed at worker shutdown."""
+
+    settings: Settings
+    directory: DeviceDirectory = field(default_factory=DeviceDirectory)
+    _pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]] | None = None
+    _publisher: KafkaPublisher | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def open(
+        self,
+    ) -> tuple[AsyncConnectionPool[AsyncConnection[dict[str, Any]]], KafkaPublisher]:
+        async with self._lock:
+            if self._pool is None:
+                assert self.settings.database_url, "HIVEPIPE_DATABASE_URL is required"
+                self._pool = await open_pool(
+                    self.settings.database_url, size=self.settings.db_pool_size, name="worker"
+                )
+            if self._publisher is None:
+                assert self.settings.kafka, "HIVEPIPE_KAFKA is required"
+                publisher = KafkaPublisher(self.settings.kafka, timeout=10.0, linger_ms=2)
+                await publisher.start()
+                self._publisher = publisher
+            return self._pool, self._publisher
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,139 @@
+"""The whole pipeline for end-to-end tests: the API in this event loop (real HTTP on a port),
+the Faust worker as a real child process, on the test servers with a private schema and topic
+prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from services import embedded
+from services.settings import Settings
+from services.supervisor import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    api_key: str
+    client: httpx.AsyncClient
+    worker: subprocess.Popen[bytes] | None
+
+    @property
+    def token(self) -> str:
+        return self.settings.token
+
+
+def stack_settings(
+    *,
+    database_url: str,
+    kafka: str,
+    mqtt_url: str | None,
+    prefix: str,
+    data_dir: Path,
+    **extra: object,
+) -> Settings:
+    return Settings(
+        kafka=kafka,
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        topic_prefix=prefix,
+        data_dir=data_dir,
+        api_port=embedded.free_port(),
+        callback_token="test-callback-token-0123456789",
+        partitions=2,
+        flush_interval=0.05,
+        embedded=True,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if name == "callback_token":
+            value = settings.token
+        if isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        env[f"HIVEPIPE_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
+def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "worker"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@asynccontextmanager
+async def run_stack(settings: Settings, *, with_worker: bool = True) -> AsyncIterator[Stack]:
+    from api.main import create_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api_key = await prepare(settings)
+    worker = start_worker(settings) if with_worker else None
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=settings.api_port, log_level="warning", lifespan="on"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.api_port}", timeout=15
+        ) as client:
+            yield Stack(settings=settings, api_key=api_key, client=client, worker=worker)
+    finally:
+        server.should_exit = True
+        await task
+        if worker is not None:
+            stop_worker(worker)
+
+
+async def eventually(check, *, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll ``check()`` (async) until it returns a truthy value; return it or fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
