@@ -1,0 +1,1 @@
+"""``make bench``: throughput and latency of the pipeline against raw baselines, same run."""

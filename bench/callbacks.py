@@ -1,0 +1,184 @@
+"""End-to-end: Sigfox callbacks in, points stored, against raw Kafka and raw insert baselines."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.progress import Progress
+
+from bench.env import Running
+from services.events import TOPIC_STORED, DataPoint, UplinkEnvelope, dumps
+
+
+@dataclass
+class Figures:
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, name: str, value: str, ratio: str = "") -> None:
+        self.rows.append((name, value, ratio))
+
+
+def frame(i: int) -> str:
+    """An Orbit 0x01 frame with 4 temperatures."""
+    temps = [2000 + (i + k) % 500 for k in range(4)]
+    return "010f" + "".join(f"{t & 0xFFFF:04x}" for t in temps)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def register_devices(client: httpx.AsyncClient, key: str, count: int) -> list[str]:
+    ids = [f"B{i:05X}" for i in range(count)]
+    sem = asyncio.Semaphore(32)
+
+    async def one(device: str) -> None:
+        async with sem:
+            r = await client.post("/v1/devices", json={"id": device, "model": "orbit-t"},
+                                  headers={"X-API-Key": key})
+            assert r.status_code in (201, 409), r.text
+
+    await asyncio.gather(*(one(d) for d in ids))
+    return ids
+
+
+async def drive_callbacks(run: Running, n: int, *, devices: int = 1000, concurrency: int = 64,
+                          figures: Figures) -> dict[str, float]:
+    """Post ``n`` callbacks, wait until every point is stored; returns the pipeline rates."""
+    s = run.settings
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=run.base_url, limits=limits, timeout=30) as client:
+        ids = await register_devices(client, run.api_key, devices)
+        base_time = 1_700_000_000
+        sent_at: dict[tuple[str, float], float] = {}
+        latencies: list[float] = []
+        stored_points = 0
+        done = asyncio.Event()
+
+        consumer = AIOKafkaConsumer(
+            s.topic(TOPIC_STORED), bootstrap_servers=s.kafka, auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        await asyncio.sleep(1.0)  # let the consumer take its assignment before traffic starts
+
+        async def watch() -> None:
+            nonlocal stored_points
+            while not done.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                now = time.time()
+                for records in batches.values():
+                    for record in records:
+                        value = orjson.loads(record.value)
+                        points = value["points"]
+                        stored_points += len(points)
+                        key = (value["device"], float(points[-1]["time"]))
+                        if key in sent_at:
+                            latencies.append(value["stored"] - sent_at.pop(key))
+                if stored_points >= 4 * n:
+                    done.set()
+
+        watcher = asyncio.create_task(watch())
+        sem = asyncio.Semaphore(concurrency)
+        headers = {"X-Callback-Token": s.token}
+        accepted = 0
+        with Progress(transient=True) as progress:
+            task = progress.add_task("Sigfox callbacks", total=n)
+
+            async def post(i: int) -> None:
+                nonlocal accepted
+                device = ids[i % len(ids)]
+                seq = i // len(ids)
+                t = base_time + seq * 600
+                body = {"device": device, "time": t, "data": frame(i), "seqNumber": seq}
+                async with sem:
+                    sent_at[(device, float(t))] = time.time()
+                    r = await client.post("/callbacks/sigfox", json=body, headers=headers)
+                if r.status_code == 204:
+                    accepted += 1
+                progress.advance(task)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(post(i) for i in range(n)))
+            accept_s = time.perf_counter() - started
+            try:
+                await asyncio.wait_for(done.wait(), timeout=max(60, n / 200))
+            except TimeoutError:
+                pass
+            total_s = time.perf_counter() - started
+        done.set()
+        await watcher
+        await consumer.stop()
+    return {
+        "accepted": accepted,
+        "accept_rate": accepted / accept_s,
+        "points_rate": stored_points / total_s,
+        "stored_points": stored_points,
+        "p50": percentile(latencies, 0.50) * 1000,
+        "p99": percentile(latencies, 0.99) * 1000,
+    }
+
+
+async def baseline_kafka(run: Running, n: int) -> float:
+    """Raw aiokafka: produce the same envelopes (acks=all) and consume them back; msgs/s."""
+    s = run.settings
+    topic = s.topic("baseline")
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka, acks="all", linger_ms=1,
+                                max_batch_size=1 << 20)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await producer.start()
+    values = [
+        dumps(UplinkEnvelope(source="sigfox", device=f"B{i % 1000:05X}", received=1.7e9,
+                             payload_hex=frame(i), meta={"seq": i}).to_dict())
+        for i in range(n)
+    ]
+    started = time.perf_counter()
+    futures = [await producer.send(topic, v, key=b"k%d" % (i % 1000)) for i, v in enumerate(values)]
+    await asyncio.gather(*futures)
+    await consumer.start()
+    got = 0
+    while got < n:
+        batches = await consumer.getmany(timeout_ms=500, max_records=10000)
+        got += sum(len(r) for r in batches.values())
+    elapsed = time.perf_counter() - started
+    await consumer.stop()
+    await producer.stop()
+    return n / elapsed
+
+
+async def baseline_insert(run: Running, n_points: int) -> float:
+    """Raw multi-row INSERT of the same shape of points into the same database; rows/s."""
+    import psycopg
+
+    url = run.settings.database_url or ""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("CREATE TEMP TABLE baseline (device text, metric text,"
+                           " time timestamptz, value float8, unit text,"
+                           " PRIMARY KEY (device, metric, time))")
+        points = [DataPoint(f"B{i % 1000:05X}", 1.6e9 + i, "temperature", 20.0, "°C")
+                  for i in range(n_points)]
+        started = time.perf_counter()
+        for chunk in range(0, n_points, 1000):
+            part = points[chunk:chunk + 1000]
+            placeholders = ",".join(["(%s,%s,to_timestamp(%s),%s,%s)"] * len(part))
+            args: list[Any] = []
+            for p in part:
+                args.extend((p.device, p.metric, p.time, p.value, p.unit))
+            await conn.execute(f"INSERT INTO baseline VALUES {placeholders}"  # noqa: S608
+                               " ON CONFLICT DO NOTHING", args)
+        return n_points / (time.perf_counter() - started)
+
+
+def summarise(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

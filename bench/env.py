@@ -1,0 +1,76 @@
+"""The system under benchmark: embedded servers (or configured ones), the API and worker roles
+as real child processes, exactly as ``hivepipe up`` runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from services import embedded
+from services.settings import Settings
+from services.supervisor import Installation, prepare, spawn_role, start_servers, stop_process
+
+
+@dataclass
+class Running:
+    install: Installation
+    api_key: str
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def settings(self) -> Settings:
+        return self.install.settings
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+
+@contextlib.contextmanager
+def running_pipeline(*, roles: tuple[str, ...] = ("worker", "api"), **overrides: object) -> Iterator[Running]:
+    import asyncio
+
+    with tempfile.TemporaryDirectory(prefix="hivepipe-bench-") as tmp:
+        settings = Settings(
+            data_dir=Path(os.environ.get("HIVEPIPE_BENCH_DIR", tmp)),
+            api_port=embedded.free_port(),
+            topic_prefix="bench.",
+            embedded=True,
+            **overrides,  # type: ignore[arg-type]
+        )
+        install = start_servers(settings)
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            key = asyncio.run(prepare(install.settings))
+            env = install.child_env()
+            env["HIVEPIPE_LOG_LEVEL"] = "warning"
+            for role in roles:
+                procs[role] = spawn_role(role, env)
+            if "api" in procs:
+                embedded.wait_for_port(install.settings.api_port, timeout=60, proc=procs["api"])
+            yield Running(install, key, procs)
+        finally:
+            for proc in procs.values():
+                stop_process(proc)
+            install.stop_servers()
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
+    return f"{os.cpu_count()} cores ({cpu}){mem}, {platform.system()} {platform.release()}, Python {sys.version.split()[0]}"
