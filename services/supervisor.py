@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services import embedded
+from services import admin_cli, embedded
 from services.bootstrap import callback_token, ensure_admin_key
 from services.events import ALL_TOPICS
 from services.kafka import ensure_topics
@@ -134,6 +134,16 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         proc.wait()
 
 
+def wait_worker_ready(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Block until the worker has joined its consumer group (or time runs out)."""
+    from stream.app import ready_file
+
+    ready = ready_file(settings, proc.pid)
+    deadline = time.monotonic() + timeout
+    while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+
+
 def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
     """Run everything until Ctrl-C / SIGTERM or a role dies; returns the exit code."""
     stop = {"signal": 0}
@@ -148,11 +158,22 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
     try:
         s = install.settings
         key = asyncio.run(prepare(s))
+        # For `hivepipe users|keys|accounts`: the embedded servers' ports change at each start.
+        admin_cli.write_urls(
+            s.data_dir,
+            {
+                "database_url": s.database_url,
+                "kafka": s.kafka,
+                "mqtt_url": s.mqtt_url,
+                "api": f"http://{s.api_host}:{s.api_port}",
+            },
+        )
         env = install.child_env()
         procs["worker"] = spawn_role("worker", env)
         procs["mqtt"] = spawn_role("mqtt", env)
         procs["api"] = spawn_role("api", env)
         embedded.wait_for_port(s.api_port, timeout=60, proc=procs["api"])
+        wait_worker_ready(s, procs["worker"])
         echo(f"API: http://{s.api_host}:{s.api_port}")
         echo(f"API key: {key}")
         echo(f"Callback token: {s.token}")

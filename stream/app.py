@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -21,6 +23,11 @@ class HivepipeApp(faust.App):
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
         await self.resources.close()
+
+
+def ready_file(settings: Settings, pid: int | None = None) -> Path:
+    """The file a worker touches once its first rebalance is complete."""
+    return settings.data_dir / "ready" / f"worker-{pid or os.getpid()}"
 
 
 def create_app(settings: Settings) -> HivepipeApp:
@@ -43,9 +50,20 @@ def create_app(settings: Settings) -> HivepipeApp:
         "consumer_auto_offset_reset": "earliest",
         "broker_commit_interval": 1.0,
         "stream_wait_empty": False,
+        "broker_session_timeout": settings.consumer_session_timeout,
+        "broker_rebalance_timeout": settings.consumer_session_timeout,
+        "broker_heartbeat_interval": min(3.0, settings.consumer_session_timeout / 4),
     }
     app = HivepipeApp(f"{settings.topic_prefix}worker", **conf)
     app.resources = Resources(settings)
+    ready = ready_file(settings)
+
+    @app.on_rebalance_complete.connect
+    async def _ready(sender: Any, **_: Any) -> None:
+        # Tells `hivepipe up` and the tests that this worker has its partitions.
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.touch()
+
     from stream import agents
 
     agents.register(app, settings)

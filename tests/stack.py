@@ -45,6 +45,8 @@ def stack_settings(
     data_dir: Path,
     **extra: object,
 ) -> Settings:
+    # Tests poll the API far faster than a client may: the rate-limit tests set their own limits.
+    extra.setdefault("rate_limit_per_minute", 1_000_000)
     return Settings(
         kafka=kafka,
         database_url=database_url,
@@ -55,6 +57,7 @@ def stack_settings(
         callback_token="test-callback-token-0123456789",
         partitions=2,
         flush_interval=0.05,
+        consumer_session_timeout=3.0,
         embedded=True,
         **extra,  # type: ignore[arg-type]
     )
@@ -87,6 +90,20 @@ def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
+async def wait_ready(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+    """Wait until the worker has its partitions (it touches a file then)."""
+    from stream.app import ready_file
+
+    ready = ready_file(settings, worker.pid)
+    for _ in range(600):
+        if ready.exists():
+            return
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.returncode}; see worker.log")
+        await asyncio.sleep(0.05)
+    raise TimeoutError("worker not ready after 30s")
+
+
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -104,6 +121,8 @@ async def run_stack(settings: Settings, *, with_worker: bool = True) -> AsyncIte
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = await prepare(settings)
     worker = start_worker(settings) if with_worker else None
+    if worker is not None:
+        await wait_ready(settings, worker)
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(
