@@ -51,6 +51,11 @@ def running_pipeline(*, roles: tuple[str, ...] = ("worker", "api"), **overrides:
             key = asyncio.run(prepare(install.settings))
             env = install.child_env()
             env["HIVEPIPE_LOG_LEVEL"] = "warning"
+            # The bench is one account sending far more than an operator would.
+            env["HIVEPIPE_RATE_LIMIT_PER_MINUTE"] = str(10**9)
+            env["HIVEPIPE_RATE_LIMIT_PER_DAY"] = str(10**9)
+            for name, value in overrides.items():
+                env[f"HIVEPIPE_{name.upper()}"] = str(value)
             for role in roles:
                 procs[role] = spawn_role(role, env)
             if "api" in procs:

@@ -115,6 +115,23 @@ class Settings(BaseSettings):
             )
         return self
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``HIVEPIPE_*`` variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, tuple):
+                text = ",".join(str(item) for item in value)
+            else:
+                text = str(value)
+            env[f"HIVEPIPE_{name.upper()}"] = text
+        return env
+
     def topic(self, name: str) -> str:
         """The full Kafka topic name for one of ``services.events`` topic names."""
         return f"{self.topic_prefix}{name}"

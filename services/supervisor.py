@@ -40,22 +40,8 @@ class Installation:
         self.servers.clear()
 
     def child_env(self) -> dict[str, str]:
-        """The environment that points a role process at these servers."""
-        s = self.settings
-        env = dict(os.environ)
-        env.update(
-            {
-                "HIVEPIPE_KAFKA": s.kafka or "",
-                "HIVEPIPE_DATABASE_URL": s.database_url or "",
-                "HIVEPIPE_MQTT_URL": s.mqtt_url or "",
-                "HIVEPIPE_DATA_DIR": str(s.data_dir),
-                "HIVEPIPE_CALLBACK_TOKEN": s.token,
-                "HIVEPIPE_EMBEDDED": "true" if s.embedded else "false",
-                "HIVEPIPE_API_PORT": str(s.api_port),
-                "HIVEPIPE_API_HOST": s.api_host,
-            }
-        )
-        return env
+        """The environment that points a role process at these servers, with every setting."""
+        return {**os.environ, **self.settings.as_env()}
 
 
 def start_servers(settings: Settings) -> Installation:

@@ -64,18 +64,7 @@ def stack_settings(
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if name == "callback_token":
-            value = settings.token
-        if isinstance(value, tuple):
-            value = ",".join(str(v) for v in value)
-        env[f"HIVEPIPE_{name.upper()}"] = (
-            str(value).lower() if isinstance(value, bool) else str(value)
-        )
-    return env
+    return {**os.environ, **settings.as_env()}
 
 
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:

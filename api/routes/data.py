@@ -21,7 +21,7 @@ ReadDev = scoped("readdev")
 
 class PointOut(BaseModel):
     device: str
-    time: float
+    time: int | float
     metric: str
     value: float
     unit: str | None
