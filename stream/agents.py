@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from services.events import TOPIC_UPLINKS, UplinkEnvelope, loads
+from services.events import TOPIC_DEAD_LETTER, TOPIC_UPLINKS, UplinkEnvelope, dumps, loads
 from services.pipeline import process_uplinks
 from services.settings import Settings
 
@@ -34,6 +34,20 @@ async def retry_forever(what: str, func: Any) -> Any:
             delay = min(delay * 2, 10.0)
 
 
+def read_envelopes(values: list[bytes]) -> tuple[list[UplinkEnvelope], list[tuple[str, bytes]]]:
+    """Parse raw ``uplinks`` values; the unreadable ones become dead-letter messages."""
+    envelopes: list[UplinkEnvelope] = []
+    unreadable: list[tuple[str, bytes]] = []
+    for raw in values:
+        try:
+            envelopes.append(UplinkEnvelope.from_dict(loads(raw)))
+        except Exception as exc:  # a foreign or corrupt message: kept, never stops the agent
+            log.warning("unreadable message on %s: %r", TOPIC_UPLINKS, exc)
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            unreadable.append(("", dumps({"raw": text, "error": f"unreadable: {exc!r}"})))
+    return envelopes, unreadable
+
+
 def register(app: HivepipeApp, settings: Settings) -> None:
     """Register every agent of the pipeline on ``app``."""
     uplinks = app.topic(settings.topic(TOPIC_UPLINKS), value_serializer="raw", key_serializer="raw")
@@ -43,12 +57,14 @@ def register(app: HivepipeApp, settings: Settings) -> None:
         pool, publisher = await app.resources.open()
         directory = app.resources.directory
         async for values in stream.take(settings.batch_size, within=settings.flush_interval):
-            envelopes = []
-            for raw in values:
-                try:
-                    envelopes.append(UplinkEnvelope.from_dict(loads(raw)))
-                except Exception:  # a foreign or corrupt message: never stop the agent
-                    log.exception("skipping an unreadable message on %s", TOPIC_UPLINKS)
+            envelopes, unreadable = read_envelopes(values)
+            if unreadable:
+                await retry_forever(
+                    "dead-lettering unreadable uplinks",
+                    lambda bad=unreadable: publisher.publish(
+                        settings.topic(TOPIC_DEAD_LETTER), bad
+                    ),
+                )
             if not envelopes:
                 continue
 
