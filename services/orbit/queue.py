@@ -85,7 +85,7 @@ def _register_one(
             # The unanswered sends and the seq were those of another value.
             fresh = replace(queued, value_raw=raw, attempts=0, seq=None, sent_at=None)
             pending[pending.index(queued)] = fresh
-        return Outcome("param_replaced", name, raw, requested_raw=queued.value_raw)
+        return Outcome("param_replaced", name, raw, previous_raw=queued.value_raw)
     pending.append(PendingUpdate(name, raw, "queued", queued_at=now))  # rules 4 and 5
     return Outcome("param_queued", name, raw)
 

@@ -105,7 +105,8 @@ class Downlink:
 class Outcome:
     """What one rule did to one parameter. ``value_raw`` is the value concerned (requested, or
     applied for an ack); ``requested_raw`` the value that was asked when an ack differs (the
-    sensor clamped it); ``reason`` says why an update was dropped.
+    sensor clamped it); ``previous_raw`` the value a replacement replaced; ``reason`` says why
+    an update was dropped.
     """
 
     kind: OutcomeKind
@@ -114,6 +115,7 @@ class Outcome:
     seq: int | None = None
     attempts: int | None = None
     requested_raw: int | None = None
+    previous_raw: int | None = None
     reason: str | None = None
 
     def event_data(self) -> dict[str, Any]:
@@ -125,6 +127,8 @@ class Outcome:
             data["attempts"] = self.attempts
         if self.requested_raw is not None:
             data["requested"] = from_raw(self.param, self.requested_raw)
+        if self.previous_raw is not None:
+            data["previous"] = from_raw(self.param, self.previous_raw)
         if self.reason is not None:
             data["reason"] = self.reason
         return data
