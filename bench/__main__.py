@@ -30,10 +30,16 @@ def main() -> None:
         result = asyncio.run(drive_callbacks(run, args.callbacks, figures=figures))
         kafka_rate = asyncio.run(baseline_kafka(run, args.callbacks))
         insert_rate = asyncio.run(baseline_insert(run, args.callbacks * 4))
-    figures.add("Sigfox callbacks accepted (4 points each)", f"{result['accept_rate']:,.0f} /s",
-                f"{result['accept_rate'] / kafka_rate:.1%} of raw Kafka produce+consume")
-    figures.add("data points stored end to end", f"{result['points_rate']:,.0f} /s",
-                f"{result['points_rate'] / insert_rate:.1%} of raw multi-row insert")
+    figures.add(
+        "Sigfox callbacks accepted (4 points each)",
+        f"{result['accept_rate']:,.0f} /s",
+        f"{result['accept_rate'] / kafka_rate:.1%} of raw Kafka produce+consume",
+    )
+    figures.add(
+        "data points stored end to end",
+        f"{result['points_rate']:,.0f} /s",
+        f"{result['points_rate'] / insert_rate:.1%} of raw multi-row insert",
+    )
     figures.add("latency callback → stored, p50", f"{result['p50']:.0f} ms", "")
     figures.add("latency callback → stored, p99", f"{result['p99']:.0f} ms", "")
     figures.add("baseline: raw aiokafka produce+consume", f"{kafka_rate:,.0f} msg/s", "1.0")

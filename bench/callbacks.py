@@ -45,16 +45,18 @@ async def register_devices(client: httpx.AsyncClient, key: str, count: int) -> l
 
     async def one(device: str) -> None:
         async with sem:
-            r = await client.post("/v1/devices", json={"id": device, "model": "orbit-t"},
-                                  headers={"X-API-Key": key})
+            r = await client.post(
+                "/v1/devices", json={"id": device, "model": "orbit-t"}, headers={"X-API-Key": key}
+            )
             assert r.status_code in (201, 409), r.text
 
     await asyncio.gather(*(one(d) for d in ids))
     return ids
 
 
-async def drive_callbacks(run: Running, n: int, *, devices: int = 1000, concurrency: int = 64,
-                          figures: Figures) -> dict[str, float]:
+async def drive_callbacks(
+    run: Running, n: int, *, devices: int = 1000, concurrency: int = 64, figures: Figures
+) -> dict[str, float]:
     """Post ``n`` callbacks, wait until every point is stored; returns the pipeline rates."""
     s = run.settings
     # aiohttp, not httpx, drives the load: httpx's pool costs more CPU than the API under test.
@@ -71,7 +73,9 @@ async def drive_callbacks(run: Running, n: int, *, devices: int = 1000, concurre
         done = asyncio.Event()
 
         consumer = AIOKafkaConsumer(
-            s.topic(TOPIC_STORED), bootstrap_servers=s.kafka, auto_offset_reset="earliest",
+            s.topic(TOPIC_STORED),
+            bootstrap_servers=s.kafka,
+            auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
         await consumer.start()
@@ -81,7 +85,6 @@ async def drive_callbacks(run: Running, n: int, *, devices: int = 1000, concurre
             nonlocal stored_points
             while not done.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-                now = time.time()
                 for records in batches.values():
                     for record in records:
                         value = orjson.loads(record.value)
@@ -142,14 +145,23 @@ async def baseline_kafka(run: Running, n: int) -> float:
     """Raw aiokafka: produce the same envelopes (acks=all) and consume them back; msgs/s."""
     s = run.settings
     topic = s.topic("baseline")
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka, acks="all", linger_ms=1,
-                                max_batch_size=1 << 20)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=s.kafka, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.kafka, acks="all", linger_ms=1, max_batch_size=1 << 20
+    )
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=s.kafka, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await producer.start()
     values = [
-        dumps(UplinkEnvelope(source="sigfox", device=f"B{i % 1000:05X}", received=1.7e9,
-                             payload_hex=frame(i), meta={"seq": i}).to_dict())
+        dumps(
+            UplinkEnvelope(
+                source="sigfox",
+                device=f"B{i % 1000:05X}",
+                received=1.7e9,
+                payload_hex=frame(i),
+                meta={"seq": i},
+            ).to_dict()
+        )
         for i in range(n)
     ]
     started = time.perf_counter()
@@ -172,20 +184,27 @@ async def baseline_insert(run: Running, n_points: int) -> float:
 
     url = run.settings.database_url or ""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute("CREATE TEMP TABLE baseline (device text, metric text,"
-                           " time timestamptz, value float8, unit text,"
-                           " PRIMARY KEY (device, metric, time))")
-        points = [DataPoint(f"B{i % 1000:05X}", 1.6e9 + i, "temperature", 20.0, "°C")
-                  for i in range(n_points)]
+        await conn.execute(
+            "CREATE TEMP TABLE baseline (device text, metric text,"
+            " time timestamptz, value float8, unit text,"
+            " PRIMARY KEY (device, metric, time))"
+        )
+        points = [
+            DataPoint(f"B{i % 1000:05X}", 1.6e9 + i, "temperature", 20.0, "°C")
+            for i in range(n_points)
+        ]
         started = time.perf_counter()
         for chunk in range(0, n_points, 1000):
-            part = points[chunk:chunk + 1000]
+            part = points[chunk : chunk + 1000]
             placeholders = ",".join(["(%s,%s,to_timestamp(%s),%s,%s)"] * len(part))
             args: list[Any] = []
             for p in part:
                 args.extend((p.device, p.metric, p.time, p.value, p.unit))
-            await conn.execute(f"INSERT INTO baseline VALUES {placeholders}"  # noqa: S608
-                               " ON CONFLICT DO NOTHING", args)
+            await conn.execute(
+                f"INSERT INTO baseline VALUES {placeholders}"  # noqa: S608
+                " ON CONFLICT DO NOTHING",
+                args,
+            )
         return n_points / (time.perf_counter() - started)
 
 

@@ -34,7 +34,9 @@ class Running:
 
 
 @contextlib.contextmanager
-def running_pipeline(*, roles: tuple[str, ...] = ("worker", "api"), **overrides: object) -> Iterator[Running]:
+def running_pipeline(
+    *, roles: tuple[str, ...] = ("worker", "api"), **overrides: object
+) -> Iterator[Running]:
     import asyncio
 
     with tempfile.TemporaryDirectory(prefix="hivepipe-bench-") as tmp:
@@ -78,4 +80,5 @@ def machine() -> str:
     with contextlib.suppress(OSError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
-    return f"{os.cpu_count()} cores ({cpu}){mem}, {platform.system()} {platform.release()}, Python {sys.version.split()[0]}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} cores ({cpu}){mem}, {system}, Python {sys.version.split()[0]}"

@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> HivepipeApp:
     app.resources = Resources(settings)
     ready = ready_file(settings)
 
-    @app.on_rebalance_complete.connect
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(sender: Any, **_: Any) -> None:
         # Tells `hivepipe up` and the tests that this worker has its partitions.
         ready.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
@@ -18,26 +19,32 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x68697665706970
 
 
-async def open_pool(url: str, *, size: int = 8, name: str = "hivepipe") -> AsyncConnectionPool:
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]
+
+
+async def open_pool(url: str, *, size: int = 8, name: str = "hivepipe") -> Pool:
     """Open a pool of autocommit connections returning dict rows.
 
     ``prepare_threshold=None`` keeps statements unprepared, which PgBouncer and the PGlite
     TimescaleDB build both need; the statements here are cheap to plan.
     """
-    pool = AsyncConnectionPool(
-        url,
-        min_size=1,
-        max_size=size,
-        name=name,
-        open=False,
-        kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+    pool = cast(
+        Pool,
+        AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=size,
+            name=name,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+        ),
     )
     await pool.open(wait=True, timeout=30)
     return pool
 
 
 async def migrate(
-    conn: psycopg.AsyncConnection[dict[str, object]],
+    conn: psycopg.AsyncConnection[dict[str, Any]],
     *,
     chunk_interval: str = "1 day",
     compress_after: str = "7 days",
@@ -56,12 +63,12 @@ async def migrate(
             " name text PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())"
         )
         cur = await conn.execute("SELECT name FROM schema_migrations")
-        done = {str(row["name"]) for row in await cur.fetchall()}  # type: ignore[call-overload]
+        done = {str(row["name"]) for row in await cur.fetchall()}
         for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
             if path.name in done:
                 continue
             log.info("applying migration %s", path.name)
-            await conn.execute(path.read_text())  # type: ignore[arg-type]
+            await conn.execute(path.read_text())
             await conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
             applied.append(path.name)
     await timescale.apply_timescale(

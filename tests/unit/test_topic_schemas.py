@@ -29,8 +29,15 @@ def roundtrip(value: object) -> Any:
 
 def test_sigfox_envelope_matches_uplinks_schema() -> None:
     callback = SigfoxCallback.model_validate(
-        {"device": "1a2b3c", "time": "1700000000", "data": "010F08FC0906", "seqNumber": "3",
-         "ack": "true", "station": "0A1B", "rssi": -121.5}
+        {
+            "device": "1a2b3c",
+            "time": "1700000000",
+            "data": "010F08FC0906",
+            "seqNumber": "3",
+            "ack": "true",
+            "station": "0A1B",
+            "rssi": -121.5,
+        }
     )
     envelope = roundtrip(callback.envelope().to_dict())
     jsonschema.validate(envelope, schema("uplinks"))
@@ -40,12 +47,23 @@ def test_sigfox_envelope_matches_uplinks_schema() -> None:
 
 
 def test_readings_events_and_dead_letters_match_their_schemas() -> None:
-    good = UplinkEnvelope(source="sigfox", device="1A2B3C", received=1700000000.0,
-                          payload_hex="010f08fc0906", meta={"seq": 1})
-    bad = UplinkEnvelope(source="sigfox", device="1A2B3C", received=1700000000.0,
-                         payload_hex="ff", meta={"seq": 2})
-    stranger = UplinkEnvelope(source="sigfox", device="FFFF", received=1700000000.0,
-                              payload_hex="010f08fc", meta={"seq": 1})
+    good = UplinkEnvelope(
+        source="sigfox",
+        device="1A2B3C",
+        received=1700000000.0,
+        payload_hex="010f08fc0906",
+        meta={"seq": 1},
+    )
+    bad = UplinkEnvelope(
+        source="sigfox", device="1A2B3C", received=1700000000.0, payload_hex="ff", meta={"seq": 2}
+    )
+    stranger = UplinkEnvelope(
+        source="sigfox",
+        device="FFFF",
+        received=1700000000.0,
+        payload_hex="010f08fc",
+        meta={"seq": 1},
+    )
     devices = {"1A2B3C": DeviceInfo("1A2B3C", "orbit-t", 1, True)}
     plan = plan_batch([good, bad, stranger], devices, BatchResult())
     assert len(plan.points) == 2
@@ -62,8 +80,13 @@ def test_readings_events_and_dead_letters_match_their_schemas() -> None:
 
 
 def test_orbit_ack_event_matches_device_events_schema() -> None:
-    envelope = UplinkEnvelope(source="sigfox", device="1A2B3C", received=1700000000.0,
-                              payload_hex="100701001e060001", meta={"seq": 9})
+    envelope = UplinkEnvelope(
+        source="sigfox",
+        device="1A2B3C",
+        received=1700000000.0,
+        payload_hex="100701001e060001",
+        meta={"seq": 9},
+    )
     (event,) = decode_uplink("orbit-t", envelope).events
     body = roundtrip(event.to_dict())
     jsonschema.validate(body, schema("device-events"))
@@ -71,6 +94,8 @@ def test_orbit_ack_event_matches_device_events_schema() -> None:
     assert body["seq"] == 7
 
 
-@pytest.mark.parametrize("name", ["uplinks", "readings", "device-events", "commands", "dead-letter"])
+@pytest.mark.parametrize(
+    "name", ["uplinks", "readings", "device-events", "commands", "dead-letter"]
+)
 def test_schemas_are_valid_json_schema(name: str) -> None:
     jsonschema.Draft202012Validator.check_schema(schema(name))
