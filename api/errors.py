@@ -7,8 +7,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.responses import OrjsonResponse
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,11 @@ def error_response(
     details: list[Any] | None = None,
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
-) -> ORJSONResponse:
+) -> OrjsonResponse:
     body: dict[str, Any] = {"code": code, "message": message, **(extra or {})}
     if details is not None:
         body["details"] = details
-    return ORJSONResponse({"error": body}, status_code=status, headers=headers)
+    return OrjsonResponse({"error": body}, status_code=status, headers=headers)
 
 
 def _clean_details(errors: Any) -> list[dict[str, Any]]:
@@ -82,7 +83,7 @@ def install(app: FastAPI) -> None:
     """Route every error through the contract's body; never leak a trace."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+    async def _api_error(_: Request, exc: ApiError) -> OrjsonResponse:
         return error_response(
             exc.status,
             exc.code,
@@ -93,7 +94,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:
         errors = list(exc.errors())
         if any(err.get("type") == "json_invalid" for err in errors):
             return error_response(400, "invalid_json", "The request body is not valid JSON.")
@@ -102,12 +103,12 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid", f"Invalid content: {fields}.", details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         code = _DEFAULT_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(_: Request, exc: Exception) -> OrjsonResponse:
         log.exception("unhandled error")
         return error_response(500, "internal_error", "An internal error occurred.")

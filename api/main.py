@@ -9,12 +9,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
+from api import deps as api_deps
 from api import errors
 from api.body_limit import BodyLimitMiddleware
 from api.context import ApiContext
-from api.routes import data, devices, ops
+from api.responses import OrjsonResponse
+from api.routes import (
+    commands,
+    data,
+    devices,
+    downlinks,
+    graphql,
+    keys,
+    ops,
+    orbit,
+    usage,
+    users,
+    webhooks,
+)
 from ingest import http as callbacks
 from services.ingest import dedup
 from services.kafka import KafkaPublisher, Publisher, PublishFailed
@@ -68,6 +81,7 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Fas
                 return True
 
             ctx.extras["kafka_ready"] = kafka_ready
+        await api_deps.start_api_services(ctx)
         for extension in _extensions:
             await extension(ctx)
         app.state.ctx = ctx
@@ -86,15 +100,21 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Fas
         title="hivepipe",
         version="0.1.0",
         description="IoT ingestion pipeline: callbacks, queries, devices, Orbit parameters.",
-        default_response_class=ORJSONResponse,
+        default_response_class=OrjsonResponse,
         lifespan=lifespan,
     )
     errors.install(app)
+    api_deps.install(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     for router in (ops.router, callbacks.router, devices.router, data.router):
         app.include_router(router)
+    for router in (keys.router, users.router, commands.router, downlinks.router, usage.router):
+        app.include_router(router)
+    app.include_router(graphql.router)
+    app.include_router(orbit.router)
+    app.include_router(webhooks.router)
     return app
 
 
 #: Hooks run in the lifespan after the context exists (features register themselves here).
-_extensions: list[Any] = []
+_extensions: list[Any] = [orbit.start]

@@ -7,11 +7,15 @@ import sys
 
 import typer
 
+from services import admin_cli
 from services.settings import Settings
 
 app = typer.Typer(help="hivepipe: IoT ingestion pipeline.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Ingest adapters that are not HTTP callbacks.")
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(admin_cli.users_app, name="users")
+app.add_typer(admin_cli.keys_app, name="keys")
+app.add_typer(admin_cli.accounts_app, name="accounts")
 
 
 def _settings() -> Settings:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 
+from services.accounts import USERNAME
 from services.auth.keys import Principal
 
 Row = dict[str, Any]
@@ -27,8 +31,22 @@ _HEX_ID = {"sigfox": re.compile(r"^[0-9A-F]{1,8}$"), "lorawan": re.compile(r"^[0
 _MQTT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
+#: Ids that would shadow a route under ``/v1/devices/``.
+RESERVED_IDS = frozenset({"export.csv"})
+#: The longest id of any network; a longer one cannot exist (and is not sent to the database).
+MAX_ID_LENGTH = 64
+
+
 class InvalidDevice(ValueError):
     """A device body that cannot be registered (the reason says why)."""
+
+
+class InvalidOwner(ValueError):
+    """An owner the caller may not give a device to (unknown, or outside its account)."""
+
+
+class DeviceInUse(ValueError):
+    """The device is still referred to by data that prevents its deletion."""
 
 
 def canonical_id(device_id: str, network: str | None = None) -> str:
@@ -49,6 +67,8 @@ def validate_new_device(device_id: str, model: str) -> tuple[str, str]:
     if network is None:
         raise InvalidDevice(f"unknown model {model!r}; one of {', '.join(MODEL_NETWORKS)}")
     canonical = canonical_id(device_id.strip(), network)
+    if canonical.lower() in RESERVED_IDS:
+        raise InvalidDevice(f"{canonical!r} is reserved")
     pattern = _HEX_ID.get(network, _MQTT_ID)
     if not pattern.match(canonical):
         what = {
@@ -114,8 +134,16 @@ async def create_device(
     return await get_device_row(conn, canonical)
 
 
+def plausible_id(device_id: str) -> bool:
+    """False for what cannot be a device id (every id is short printable ASCII): such a
+    request is answered 404 without a query."""
+    return 0 < len(device_id) <= MAX_ID_LENGTH and device_id.isascii() and device_id.isprintable()
+
+
 async def get_device_row(conn: AsyncConnection[Row], device_id: str) -> Row | None:
     """A device with its owner's name and account, whoever may see it."""
+    if not plausible_id(device_id):
+        return None
     cur = await conn.execute(
         _SELECT + " WHERE d.id = %s OR d.id = upper(%s)", (device_id, device_id)
     )
@@ -188,3 +216,76 @@ class DeviceDirectory:
                 self._cache[device_id] = (now + self._ttl, info)
                 found[device_id] = info
         return found
+
+
+# --- Changes made through the API ---------------------------------------------------------
+
+
+async def resolve_owner(conn: AsyncConnection[Row], principal: Principal, owner: str | None) -> int:
+    """The owner's user id: the caller, or (for an integrator) itself or one of its users.
+
+    Raises :class:`InvalidOwner`; an owner outside the caller's account is reported exactly as
+    an unknown one (nothing of another hierarchy is revealed).
+    """
+    if owner is None or owner == principal.username:
+        return principal.user_id
+    if principal.is_integrator and USERNAME.match(owner):
+        cur = await conn.execute(
+            "SELECT id FROM users WHERE username = %s AND parent_id = %s",
+            (owner, principal.user_id),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return int(row["id"])
+    raise InvalidOwner(f"unknown owner {owner!r}")
+
+
+async def update_device(
+    conn: AsyncConnection[Row],
+    device_id: str,
+    *,
+    name: str | None = None,
+    active: bool | None = None,
+    owner_id: int | None = None,
+) -> Row | None:
+    """Change what is given (None keeps the value); returns the device as it now is."""
+    await conn.execute(
+        "UPDATE devices SET name = COALESCE(%s, name), active = COALESCE(%s, active),"
+        " owner_id = COALESCE(%s, owner_id) WHERE id = %s",
+        (name, active, owner_id, device_id),
+    )
+    return await get_device_row(conn, device_id)
+
+
+async def delete_device(conn: AsyncConnection[Row], device_id: str) -> None:
+    """Delete a device; raises :class:`DeviceInUse` when other data still refers to it."""
+    try:
+        async with conn.transaction():
+            await conn.execute("DELETE FROM devices WHERE id = %s", (device_id,))
+    except errors.ForeignKeyViolation as exc:
+        raise DeviceInUse("other data still refers to this device") from exc
+
+
+CSV_COLUMNS = ("id", "name", "model", "network", "owner", "active", "created", "last_seen")
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    # A cell starting with = + - @ (or a tab/CR) is a formula to a spreadsheet: neutralise it.
+    if text and text[0] in "=+-@\t\r":
+        return "'" + text
+    return text
+
+
+def devices_csv(bodies: Iterable[dict[str, Any]]) -> str:
+    """The devices as CSV (header + one row each), safe to open in a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for body in bodies:
+        writer.writerow([_csv_cell(body[column]) for column in CSV_COLUMNS])
+    return out.getvalue()

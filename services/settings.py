@@ -77,6 +77,44 @@ class Settings(BaseSettings):
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
     ] = ()
     webhook_allow_http: bool = False
+    #: Webhooks a device may have (POST beyond it: 409 ``too_many_webhooks``).
+    webhook_max_per_device: int = Field(default=5, ge=1, le=100)
+    #: Longest webhook URL accepted (422 ``url_too_long``).
+    webhook_max_url_length: int = Field(default=2048, ge=64, le=8192)
+    #: Delays (s) before the 2nd, 3rd, ... attempt, comma-separated (default: about a day,
+    #: ``services.webhooks.policy.DEFAULT_SCHEDULE``); tests use e.g. ``0.2,0.5,1``.
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        5.0,
+        30.0,
+        120.0,
+        600.0,
+        1800.0,
+        3600.0,
+        10800.0,
+        21600.0,
+        43200.0,
+    )
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    #: How often the worker looks for due retries when it found none (s).
+    webhook_retry_poll_interval: float = Field(default=0.5, gt=0, le=60)
+    #: Due retries claimed (and sent concurrently) at a time by one worker.
+    webhook_retry_batch: int = Field(default=200, ge=1, le=5000)
+    #: A claimed retry is due again after this (s) if its worker died while sending it.
+    webhook_retry_lease: float = Field(default=300.0, ge=1)
+    #: Disable a webhook after this long (s) and this many attempts without a success.
+    webhook_disable_after: float = Field(default=5 * 86_400.0, gt=0)
+    webhook_disable_min_failures: int = Field(default=20, ge=1)
+    #: The worker's cache of a device's webhooks lives this long (s).
+    webhook_cache_ttl: float = Field(default=5.0, ge=0)
+    #: The webhook agent's batches of stored messages: at most this many, or what came within.
+    webhook_batch_size: int = Field(default=1000, ge=1)
+    webhook_flush_interval: float = Field(default=0.05, gt=0)
+    #: Requests in flight: per process, and per receiver host name.
+    webhook_max_concurrency: int = Field(default=512, ge=1)
+    webhook_max_per_host: int = Field(default=32, ge=1)
+    #: Delivery attempts kept per webhook (the newest), and for at most this many days.
+    webhook_deliveries_keep: int = Field(default=1000, ge=1)
+    webhook_deliveries_days: int = Field(default=7, ge=1)
 
     # Timescale policies.
     chunk_interval: str = "1 day"
@@ -94,6 +132,20 @@ class Settings(BaseSettings):
                 for part in value.split(",")
                 if part.strip()
             )
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= delay <= 7 * 86_400 for delay in value):
+            raise ValueError("each retry delay must be between 0 and 7 days")
         return value
 
     @field_validator("kafka")

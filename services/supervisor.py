@@ -120,7 +120,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         proc.wait()
 
 
-def wait_worker_ready(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_worker_ready(
+    settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 60
+) -> None:
     """Block until the worker has joined its consumer group (or time runs out)."""
     from stream.app import ready_file
 

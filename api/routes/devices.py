@@ -1,27 +1,47 @@
-"""Devices: register, list, read, update, delete."""
+"""Devices: register, list, export, read, update, activate/deactivate, delete."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from api.deps import ConnDep, ContextDep, scoped
+from api.deps import (
+    ConnDep,
+    ReadDev,
+    StorableText,
+    WriteDev,
+    device_or_404,
+    error_responses,
+)
 from api.errors import ApiError
 from services import devices as registry
+from services.auth.keys import Principal
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
-ReadDev = scoped("readdev")
-WriteDev = scoped("writedev")
+
+#: The device models of the contract (``services.devices.MODEL_NETWORKS``).
+Model = Literal["orbit-t", "orbit-th", "orbit-lite", "lorawan-lpp", "json", "relay-controller"]
+assert set(get_args(Model)) == set(registry.MODEL_NETWORKS)
 
 
 class DeviceIn(BaseModel):
     id: str = Field(min_length=1, max_length=64)
-    model: str
-    name: str = Field(default="", max_length=200)
-    owner: str | None = Field(default=None, description="username; default: the caller")
+    model: Model
+    name: StorableText = Field(default="", max_length=200)
+    owner: str | None = Field(
+        default=None, max_length=64, description="username; default: the caller"
+    )
+
+
+class DevicePatch(BaseModel):
+    name: StorableText | None = Field(default=None, max_length=200)
+    active: bool | None = None
+    owner: str | None = Field(
+        default=None, max_length=64, description="an integrator moves a device between its users"
+    )
 
 
 class DeviceOut(BaseModel):
@@ -35,30 +55,23 @@ class DeviceOut(BaseModel):
     last_seen: float | None
 
 
-async def resolve_owner(conn: ConnDep, principal: Any, owner: str | None) -> int:
-    """The owner's user id: the caller, or (for an integrator) one of its users."""
-    if owner is None or owner == principal.username:
-        return int(principal.user_id)
-    cur = await conn.execute(
-        "SELECT id FROM users WHERE username = %s AND (id = %s OR parent_id = %s)",
-        (owner, principal.account_id, principal.account_id),
-    )
-    row = await cur.fetchone()
-    if row is None or not principal.is_integrator:
-        raise ApiError(422, "invalid_owner", f"Unknown owner {owner!r}.")
-    return int(row["id"])
+async def _owner_id(conn: ConnDep, principal: Principal, owner: str | None) -> int:
+    try:
+        return await registry.resolve_owner(conn, principal, owner)
+    except registry.InvalidOwner as exc:
+        raise ApiError(422, "invalid_owner", f"Unknown owner {owner!r}.", details=[]) from exc
 
 
-@router.post("", status_code=201, response_model=DeviceOut)
-async def create_device(body: DeviceIn, principal: WriteDev, conn: ConnDep, ctx: ContextDep) -> Any:
+@router.post("", status_code=201, response_model=DeviceOut, responses=error_responses(409))
+async def create_device(body: DeviceIn, principal: WriteDev, conn: ConnDep) -> Any:
     """Register a device (owner defaults to the caller)."""
-    owner_id = await resolve_owner(conn, principal, body.owner)
+    owner_id = await _owner_id(conn, principal, body.owner)
     try:
         row = await registry.create_device(
             conn, device_id=body.id, model=body.model, name=body.name, owner_id=owner_id
         )
     except registry.InvalidDevice as exc:
-        raise ApiError(422, "invalid_device", str(exc)) from exc
+        raise ApiError(422, "invalid_device", str(exc), details=[]) from exc
     if row is None:
         raise ApiError(409, "device_exists", f"Device {body.id!r} is already registered.")
     return registry.device_body(row)
@@ -70,20 +83,71 @@ async def list_devices(principal: ReadDev, conn: ConnDep) -> Any:
     return [registry.device_body(row) for row in await registry.list_devices(conn, principal)]
 
 
+# Declared before "/{device_id}", which would otherwise take "export.csv" for an id.
+@router.get(
+    "/export.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+async def export_devices(principal: ReadDev, conn: ConnDep) -> Response:
+    """Every visible device as CSV, one row each."""
+    bodies = [registry.device_body(row) for row in await registry.list_devices(conn, principal)]
+    return Response(
+        registry.devices_csv(bodies),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="devices.csv"'},
+    )
+
+
 @router.get("/{device_id}", response_model=DeviceOut)
 async def get_device(device_id: str, principal: ReadDev, conn: ConnDep) -> Any:
     """One device."""
-    row = await registry.visible_device(conn, device_id, principal)
-    if row is None:
+    return registry.device_body(await device_or_404(conn, device_id, principal))
+
+
+@router.patch("/{device_id}", response_model=DeviceOut)
+async def update_device(
+    device_id: str, body: DevicePatch, principal: WriteDev, conn: ConnDep
+) -> Any:
+    """Change a device's name, active flag or owner (fields left out are kept)."""
+    row = await device_or_404(conn, device_id, principal)
+    owner_id = None if body.owner is None else await _owner_id(conn, principal, body.owner)
+    updated = await registry.update_device(
+        conn, row["id"], name=body.name, active=body.active, owner_id=owner_id
+    )
+    if updated is None:  # deleted meanwhile
         raise ApiError(404, "device_not_found", f"No device {device_id!r}.")
-    return registry.device_body(row)
+    return registry.device_body(updated)
 
 
-@router.delete("/{device_id}", status_code=204)
+async def _set_active(conn: ConnDep, device_id: str, principal: Principal, active: bool) -> Any:
+    row = await device_or_404(conn, device_id, principal)
+    updated = await registry.update_device(conn, row["id"], active=active)
+    if updated is None:
+        raise ApiError(404, "device_not_found", f"No device {device_id!r}.")
+    return registry.device_body(updated)
+
+
+@router.post("/{device_id}/activate", response_model=DeviceOut)
+async def activate_device(device_id: str, principal: WriteDev, conn: ConnDep) -> Any:
+    """Activate a device: its uplinks are processed again."""
+    return await _set_active(conn, device_id, principal, True)
+
+
+@router.post("/{device_id}/deactivate", response_model=DeviceOut)
+async def deactivate_device(device_id: str, principal: WriteDev, conn: ConnDep) -> Any:
+    """Deactivate a device: its uplinks are no longer processed."""
+    return await _set_active(conn, device_id, principal, False)
+
+
+@router.delete(
+    "/{device_id}", status_code=204, response_class=Response, responses=error_responses(409)
+)
 async def delete_device(device_id: str, principal: WriteDev, conn: ConnDep) -> Response:
     """Delete a device (its stored data stays until retention removes it)."""
-    row = await registry.visible_device(conn, device_id, principal)
-    if row is None:
-        raise ApiError(404, "device_not_found", f"No device {device_id!r}.")
-    await conn.execute("DELETE FROM devices WHERE id = %s", (row["id"],))
+    row = await device_or_404(conn, device_id, principal)
+    try:
+        await registry.delete_device(conn, row["id"])
+    except registry.DeviceInUse as exc:
+        raise ApiError(409, "device_in_use", f"Cannot delete {device_id!r}: {exc}.") from exc
     return Response(status_code=204)

@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ContextDep
+from api.responses import OrjsonResponse
 
 router = APIRouter(tags=["operations"])
 
@@ -36,7 +36,7 @@ async def readyz(ctx: ContextDep) -> Any:
     if mqtt_check is not None:
         checks["mqtt"] = bool(await mqtt_check())
     ok = all(checks.values())
-    return ORJSONResponse(
+    return OrjsonResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
     )
 

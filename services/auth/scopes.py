@@ -19,6 +19,7 @@ SCOPES: tuple[str, ...] = (
 INTEGRATOR_ONLY: frozenset[str] = frozenset({"manageusers"})
 READ_ONLY: tuple[str, ...] = ("readdata", "readdev", "readorbit")
 READ_WRITE: tuple[str, ...] = (*READ_ONLY, "writedev", "writeorbit", "sendcmd")
+PRESETS: tuple[str, ...] = ("read-only", "read-write", "admin")
 
 
 class InvalidScopes(ValueError):

@@ -1,0 +1,264 @@
+"""Security properties over every route of the app, walked from ``app.routes`` so that a new
+route cannot skip them: without a key 401, with a key lacking the route's scope 403, another
+hierarchy's objects 404 exactly like unknown ones, and no error leaks SQL, paths or traces."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from services.auth.scopes import SCOPES
+from tests.api_support import Account, Api, add_key, api_on_new_schema, make_account
+
+#: A valid body per (method, path template); a route with a body not listed here is still
+#: checked for 401/403, and its cross-tenant answer must be 404 or 422 (never a success).
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/keys"): {"name": "walk", "scopes": ["readdev"]},
+    ("POST", "/v1/users"): {"username": "walk-user"},
+    ("POST", "/v1/devices"): {"id": "walk-device", "model": "json"},
+    ("PATCH", "/v1/devices/{device_id}"): {"name": "taken"},
+    ("POST", "/v1/devices/{device_id}/commands"): {"payload": {"Output": "Relay", "Relays": []}},
+    ("POST", "/v1/devices/{device_id}/downlinks"): {"port": 1, "payload_hex": "00"},
+    ("POST", "/v1/devices/{device_id}/webhooks"): {"url": "https://example.com/hook"},
+    ("POST", "/v1/orbit/dev/{device_id}"): {"params": {"sample_interval": 30}},
+    ("POST", "/graphql"): {"query": "{ devices { id } }"},
+}
+#: Values for required query parameters.
+QUERY_VALUES = {"bucket": "3600", "confirm": "b-only-key"}
+LEAKS = re.compile(r"Traceback|SELECT |INSERT |psycopg|/work/|\.py\b|line \d+|Exception", re.I)
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    template: str
+    scope: str | None
+    route: APIRoute
+
+
+def _scopes_of(route: APIRoute) -> set[str]:
+    found: set[str] = set()
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        scope = getattr(dep.call, "required_scope", None)
+        if scope:
+            found.add(scope)
+        stack.extend(dep.dependencies)
+    return found
+
+
+def _authenticated(route: APIRoute) -> bool:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        if getattr(dep.call, "__name__", "") == "get_principal":
+            return True
+        stack.extend(dep.dependencies)
+    return False
+
+
+def cases(app: Any) -> list[Case]:
+    """Every (method, path) of the app under /v1 and /graphql, included routers flattened."""
+    found = []
+    for context in iter_route_contexts(app.routes):
+        route, path = context.original_route, context.path or ""
+        if not isinstance(route, APIRoute):
+            continue
+        if not (path.startswith("/v1/") or path == "/graphql"):
+            continue
+        scopes = _scopes_of(route)
+        assert len(scopes) <= 1, f"{path}: several scopes {scopes}"
+        for method in sorted(context.methods or ()):
+            found.append(Case(method, path, next(iter(scopes), None), route))
+    return found
+
+
+@dataclass
+class World:
+    api: Api
+    a: Account  # the caller: an integrator with every scope
+    b: Account  # another hierarchy
+    b_device: str
+    b_user: str
+    lacking: dict[str, str]  # scope -> a key of A with every scope but that one
+
+
+@pytest.fixture(scope="module")
+async def world(
+    pg_server: str, kafka_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    async with api_on_new_schema(
+        pg_server, kafka=kafka_server, data_dir=tmp_path_factory.mktemp("security")
+    ) as api:
+        a = await make_account(api.database_url, "tenant-a", integrator=True)
+        b = await make_account(api.database_url, "tenant-b", integrator=True)
+        b_user = await make_account(api.database_url, "tenant-b-user", parent="tenant-b")
+        await add_key(api.database_url, b_user, "b-only-key", ("readdev",))
+        created = await api.client.post(
+            "/v1/devices",
+            json={"id": "b-secret-device", "model": "json", "owner": b_user.username},
+            headers=b.headers,
+        )
+        assert created.status_code == 201, created.text
+        lacking = {
+            scope: await add_key(
+                api.database_url, a, f"no-{scope}", tuple(s for s in SCOPES if s != scope)
+            )
+            for scope in SCOPES
+        }
+        yield World(api, a, b, "b-secret-device", b_user.username, lacking)
+
+
+def _path(case: Case, world: World, *, device: str | None = None) -> str:
+    values = {}
+    for param in case.route.dependant.path_params:
+        name = param.name
+        if name in ("device_id", "id"):
+            values[name] = device or world.b_device
+        elif name == "username":
+            values[name] = world.b_user
+        elif name == "name":
+            values[name] = "b-only-key"
+        else:
+            values[name] = "1"
+    path = case.template.format(**values)
+    query = [
+        f"{p.alias}={QUERY_VALUES.get(p.alias, '1')}"
+        for p in case.route.dependant.query_params
+        if p.field_info.is_required()
+    ]
+    return path + ("?" + "&".join(query) if query else "")
+
+
+async def _call(world: World, case: Case, path: str, headers: dict[str, str]) -> httpx.Response:
+    body = BODIES.get((case.method, case.template))
+    if body is None and case.route.body_field is not None:
+        body = {}
+    answer = await world.api.client.request(case.method, path, json=body, headers=headers)
+    assert answer.status_code != 500, (case, answer.text)
+    assert not LEAKS.search(answer.text) or answer.headers.get("content-type", "").startswith(
+        "text/csv"
+    ), (case, answer.text)
+    return answer
+
+
+def test_every_v1_route_is_authenticated_and_scoped(world: World) -> None:
+    all_cases = cases(world.api.app)
+    assert len(all_cases) >= 20  # the walk sees the routes
+    for case in all_cases:
+        assert _authenticated(case.route), f"{case.method} {case.template} has no auth"
+        if case.template != "/graphql":
+            assert case.scope in SCOPES, f"{case.method} {case.template} checks no scope"
+
+
+async def test_without_a_key_every_route_is_401(world: World) -> None:
+    for case in cases(world.api.app):
+        for headers in ({}, {"X-API-Key": "A" * 64}):
+            answer = await _call(world, case, _path(case, world), headers)
+            assert answer.status_code == 401, (case.method, case.template, answer.text)
+            assert answer.json()["error"]["code"] in ("missing_api_key", "invalid_api_key")
+
+
+async def test_a_key_lacking_the_scope_is_403(world: World) -> None:
+    for case in cases(world.api.app):
+        if case.scope is None:
+            continue
+        headers = {"X-API-Key": world.lacking[case.scope]}
+        answer = await _call(world, case, _path(case, world), headers)
+        assert answer.status_code == 403, (case.method, case.template, answer.text)
+        assert answer.json()["error"]["code"] == "missing_scope"
+
+
+async def test_another_hierarchy_is_404_like_nothing(world: World) -> None:
+    checked = 0
+    for case in cases(world.api.app):
+        if not case.route.dependant.path_params:
+            continue
+        theirs = await _call(world, case, _path(case, world), world.a.headers)
+        known_body = (case.method, case.template) in BODIES or case.route.body_field is None
+        expected = {404} if known_body else {404, 422}
+        assert theirs.status_code in expected, (case.method, case.template, theirs.text)
+        # Indistinguishable from an id that exists nowhere.
+        nothing = await _call(
+            world, case, _path(case, world, device="NO-SUCH-DEVICE"), world.a.headers
+        )
+        if "device_id" in case.template or "{id}" in case.template:
+            assert (nothing.status_code, nothing.json()["error"]["code"]) == (
+                theirs.status_code,
+                theirs.json()["error"]["code"],
+            ), (case.method, case.template)
+        checked += 1
+    assert checked >= 10
+    # And listings show nothing of it.
+    for case in cases(world.api.app):
+        if case.method == "GET" and not case.route.dependant.path_params:
+            answer = await _call(world, case, _path(case, world), world.a.headers)
+            assert answer.status_code == 200, (case.template, answer.text)
+            for marker in (world.b_device, world.b_user, "b-only-key", "tenant-b"):
+                assert marker not in answer.text, (case.template, marker)
+    # The other tenant's objects are untouched.
+    device = await world.api.client.get(f"/v1/devices/{world.b_device}", headers=world.b.headers)
+    assert device.status_code == 200
+    assert device.json()["name"] == ""
+
+
+async def test_hostile_input_never_500_and_never_leaks(world: World) -> None:
+    h = world.a.headers
+    JSON_H = {**h, "Content-Type": "application/json"}  # noqa: N806
+    client = world.api.client
+    statuses = []
+    cases_sent = []
+    for method, path, kwargs in (
+        ("GET", "/v1/devices/%00", {}),
+        ("GET", "/v1/devices/" + "A" * 5000, {}),
+        ("GET", "/v1/devices/'; DROP TABLE devices; --", {}),
+        ("GET", "/v1/users/%00x", {}),
+        ("POST", "/v1/keys/%00/revoke", {}),
+        ("DELETE", "/v1/keys/x?confirm=%00", {}),
+        ("GET", "/v1/usage?from=1e308", {}),
+        ("GET", "/v1/usage?from=-1", {}),
+        ("GET", "/v1/usage?from=nan", {}),
+        (
+            "POST",
+            "/v1/devices",
+            {"content": b"{not json", "headers": {**h, "Content-Type": "application/json"}},
+        ),
+        ("POST", "/v1/devices", {"json": {"id": "\x00", "model": "json"}}),
+        ("POST", "/v1/devices", {"json": {"id": "ok-id", "model": "json", "name": "\x00"}}),
+        ("POST", "/v1/devices", {"json": {"id": "ok-id2", "model": "json", "owner": "\x00"}}),
+        ("POST", "/v1/users", {"json": {"username": "\x00"}}),
+        (
+            "POST",
+            "/v1/devices",
+            {"content": b'{"id": "s1", "model": "json", "name": "\\ud800"}', "headers": JSON_H},
+        ),
+        ("PATCH", "/v1/devices/NONE", {"content": b'{"name": "\\udfff"}', "headers": JSON_H}),
+        ("GET", "/v1/devices/%ED%A0%80", {}),
+        ("POST", "/v1/keys", {"json": {"name": "n", "scopes": ["\x00"]}}),
+        ("POST", "/v1/keys", {"json": {"name": "n2", "scopes": ["readdev"], "user": "\x00"}}),
+        ("POST", "/v1/keys", {"json": {"name": "n3", "scopes": ["readdev"], "expiration": 1e300}}),
+        ("PATCH", "/v1/devices/b-secret-device", {"json": {"owner": "tenant-b-user"}}),
+        ("POST", "/graphql", {"json": {"query": "{ devices { id } }", "variables": [1]}}),
+    ):
+        kwargs.setdefault("headers", h)
+        answer = await client.request(method, path, **kwargs)
+        assert answer.status_code < 500, (method, path, answer.text)
+        assert not LEAKS.search(answer.text), (method, path, answer.text)
+        if answer.status_code >= 400:
+            assert set(answer.json()) == {"error"}, answer.text
+        statuses.append(answer.status_code)
+        cases_sent.append((method, path))
+    # Each was refused as bad input (400/404/422), none accepted.
+    accepted = [c for c, st in zip(cases_sent, statuses, strict=True) if st not in (400, 404, 422)]
+    assert not accepted, accepted
+    nul = await client.post(
+        "/graphql", json={"query": '{ device(id: "\\u0000") { id } }'}, headers=h
+    )
+    assert nul.json() == {"data": {"device": None}}
