@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import ConnDep, scoped
+from api.deps import ConnDep, ReadData, ReadDev
 from api.errors import ApiError
 from services import devices as registry
 from services.storage import points as store
@@ -15,8 +15,8 @@ from services.storage.events import query_events
 
 router = APIRouter(prefix="/v1/devices", tags=["data"])
 
-ReadData = scoped("readdata")
-ReadDev = scoped("readdev")
+#: Unix seconds accepted in a range (0 to the year 3000): larger values overflow timestamptz.
+Timestamp = Annotated[float | None, Query(ge=0, le=32_503_680_000)]
 
 
 class PointOut(BaseModel):
@@ -48,8 +48,8 @@ async def get_data(
     device_id: str,
     principal: ReadData,
     conn: ConnDep,
-    from_: Annotated[float | None, Query(alias="from")] = None,
-    to: float | None = None,
+    from_: Annotated[float | None, Query(alias="from", ge=0, le=32_503_680_000)] = None,
+    to: Timestamp = None,
     metric: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     cursor: str | None = None,
@@ -80,8 +80,8 @@ async def get_aggregate(
     conn: ConnDep,
     bucket: Annotated[int, Query(ge=60, le=366 * 86400)],
     fn: Literal["avg", "min", "max", "count"] = "avg",
-    from_: Annotated[float | None, Query(alias="from")] = None,
-    to: float | None = None,
+    from_: Annotated[float | None, Query(alias="from", ge=0, le=32_503_680_000)] = None,
+    to: Timestamp = None,
     metric: str | None = None,
 ) -> Any:
     """Aggregates per time bucket (seconds), from the continuous aggregates where possible."""
@@ -97,8 +97,8 @@ async def get_events(
     device_id: str,
     principal: ReadDev,
     conn: ConnDep,
-    from_: Annotated[float | None, Query(alias="from")] = None,
-    to: float | None = None,
+    from_: Annotated[float | None, Query(alias="from", ge=0, le=32_503_680_000)] = None,
+    to: Timestamp = None,
     type: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ContextDep
@@ -20,7 +21,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency is down"}})
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "every dependency answers"},
+        503: {"description": "a dependency is down (same body, status unavailable)"},
+    },
+)
 async def readyz(ctx: ContextDep) -> Any:
     """Kafka, the database and (where configured) MQTT are reachable."""
     checks: dict[str, bool] = {}
@@ -41,7 +48,11 @@ async def readyz(ctx: ContextDep) -> Any:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def metrics() -> Response:
     """Prometheus text format."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
