@@ -1,45 +1,99 @@
 """Network-server callbacks (Sigfox, TTN, ChirpStack), mounted in the API process.
 
 Callbacks are authenticated by the deployment's callback token and are not rate limited.
+Every answer follows the contract: 204 once Kafka has the uplink (or it is a duplicate, or it is
+kept on ``dead-letter``), 400 invalid JSON, 401 token, 413 too large, 422 invalid content with
+the fields, 503 when Kafka or the database is away (the network retries) — never a 500.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ValidationError
 
+from api.context import ApiContext
 from api.deps import ContextDep
 from api.errors import ApiError
-from services.events import TOPIC_UPLINKS
-from services.ingest.accept import accept_uplink
+from api.responses import OrjsonResponse
+from services import metrics
+from services.events import (
+    ALL_TOPICS,
+    TOPIC_DEAD_LETTER,
+    TOPIC_DEVICE_EVENTS,
+    TOPIC_UPLINKS,
+    DeviceEvent,
+    UplinkEnvelope,
+)
+from services.ingest import chirpstack, ttn
+from services.ingest.accept import (
+    DB_TIMEOUT,
+    Accepted,
+    accept_device_event,
+    accept_uplink,
+    device_problem,
+)
 from services.ingest.sigfox import SigfoxCallback
-from services.kafka import PublishFailed
+from services.ingest.topics import TopicRepair
+from services.kafka import KafkaPublisher, Publisher, PublishFailed
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
+
+_ACCEPTED: dict[int | str, dict[str, Any]] = {
+    204: {"description": "accepted (or a duplicate, or kept on dead-letter)"}
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body is not JSON (or, ChirpStack, no `event`)"},
+    401: {"description": "missing or wrong callback token"},
+    413: {"description": "body over the size limit"},
+    422: {"description": "valid JSON, invalid content (`details` names the fields)"},
+    503: {"description": "Kafka or the database is unavailable: retry"},
+}
 
 
-def check_token(request: Request, expected: str) -> None:
+def _reject(source: str, reason: str) -> None:
+    metrics.UPLINKS_REJECTED.labels(source, reason).inc()
+
+
+def check_token(request: Request, expected: str, source: str = "callback") -> None:
     """401 unless ``X-Callback-Token`` (or ``?token=``) matches, compared in constant time."""
     given = request.headers.get("x-callback-token") or request.query_params.get("token") or ""
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        _reject(source, "unauthorized")
         raise ApiError(401, "invalid_callback_token", "Missing or wrong callback token.")
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
-    """400 for invalid JSON, 422 with the fields for a body of the wrong shape."""
+async def read_json(request: Request, source: str = "callback") -> dict[str, Any]:
+    """The body as a JSON object: 400 when it is not JSON, 422 when it is not an object."""
     raw = await request.body()
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        _reject(source, "invalid_json")
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from exc
     if not isinstance(data, dict):
-        raise ApiError(422, "invalid", "The body must be a JSON object.", details=[])
+        _reject(source, "invalid")
+        raise ApiError(
+            422,
+            "invalid",
+            "The body must be a JSON object.",
+            details=[{"field": "", "message": "must be a JSON object", "type": "dict_type"}],
+        )
+    return data
+
+
+def validate(model: type[M], data: dict[str, Any], source: str = "callback") -> M:
+    """``model`` from ``data``, or 422 naming each wrong field (wire names, dotted paths)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -49,39 +103,168 @@ async def parse_body(request: Request, model: type[M]) -> M:
                 "message": err["msg"],
                 "type": err["type"],
             }
-            for err in exc.errors()
+            for err in exc.errors(include_url=False, include_input=False)
         ]
+        _reject(source, "invalid")
         fields = ", ".join(d["field"] or "body" for d in details[:5])
         raise ApiError(422, "invalid", f"Invalid content: {fields}.", details=details) from exc
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """400 for invalid JSON, 422 with the fields for a body of the wrong shape."""
+    return validate(model, await read_json(request))
 
 
 def unavailable() -> ApiError:
     return ApiError(503, "kafka_unavailable", "The pipeline cannot take uplinks right now; retry.")
 
 
-@router.post("/sigfox", status_code=204, responses={200: {"description": "a downlink"}})
+@asynccontextmanager
+async def pipeline_errors(source: str) -> AsyncIterator[None]:
+    """Kafka or the database away: 503, so that the network retries (nothing is lost)."""
+    try:
+        yield
+    except PublishFailed as exc:
+        log.warning("%s callback refused, Kafka unavailable: %s", source, exc)
+        raise unavailable() from exc
+    except psycopg.Error as exc:
+        log.warning("%s callback refused, database unavailable: %r", source, exc)
+        _reject(source, "database_unavailable")
+        raise ApiError(
+            503, "database_unavailable", "The pipeline cannot take uplinks right now; retry."
+        ) from exc
+
+
+def ingest_publisher(ctx: ApiContext) -> Publisher:
+    """The context's publisher, re-creating the topics after a Kafka outage (one per app)."""
+    publisher: Publisher | None = ctx.extras.get("ingest_publisher")
+    if publisher is None:
+        real = isinstance(ctx.publisher, KafkaPublisher)
+        publisher = TopicRepair(
+            ctx.publisher,
+            bootstrap=ctx.settings.kafka if real else None,
+            topics=[ctx.settings.topic(t) for t in ALL_TOPICS],
+            partitions=ctx.settings.partitions,
+        )
+        ctx.extras["ingest_publisher"] = publisher
+    return publisher
+
+
+async def accept(ctx: ApiContext, envelope: UplinkEnvelope, dedup_key: str) -> Accepted:
+    """Deduplicate, check the device, publish on ``uplinks`` (or ``dead-letter``)."""
+    return await accept_uplink(
+        envelope,
+        dedup_key=dedup_key,
+        pool=ctx.pool,
+        publisher=ingest_publisher(ctx),
+        topic=ctx.settings.topic(TOPIC_UPLINKS),
+        window_seconds=ctx.settings.dedup_window_seconds,
+        directory=ctx.directory,
+        dead_letter_topic=ctx.settings.topic(TOPIC_DEAD_LETTER),
+    )
+
+
+async def accept_event(ctx: ApiContext, event: DeviceEvent, *, source: str) -> Accepted:
+    """Store and publish a network's device event, once per distinct event."""
+    canonical = orjson.dumps(event.to_dict(), option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(canonical).hexdigest()[:32]
+    return await accept_device_event(
+        event,
+        source=source,
+        dedup_key=f"event:{source}:{event.type}:{digest}",
+        pool=ctx.pool,
+        publisher=ingest_publisher(ctx),
+        topic=ctx.settings.topic(TOPIC_DEVICE_EVENTS),
+        dead_letter_topic=ctx.settings.topic(TOPIC_DEAD_LETTER),
+        directory=ctx.directory,
+        window_seconds=ctx.settings.dedup_window_seconds,
+    )
+
+
+def count_event(source: str, kind: str) -> None:
+    metrics.CALLBACK_EVENTS.labels(source, kind).inc()
+
+
+@router.post(
+    "/sigfox",
+    status_code=204,
+    response_model=None,
+    responses={200: {"description": "a downlink"}, **_ACCEPTED, **_ERRORS},
+)
 async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
     """A Sigfox data callback: 204, or 200 with the downlink when one is requested and due."""
-    check_token(request, ctx.settings.token)
-    callback = await parse_body(request, SigfoxCallback)
+    check_token(request, ctx.settings.token, "sigfox")
+    callback = validate(SigfoxCallback, await read_json(request, "sigfox"), "sigfox")
     envelope = callback.envelope()
     planner = ctx.extras.get("sigfox_downlink")
-    if callback.ack and planner is not None:
-        answer: Any = await planner(ctx, callback, envelope)
-        return answer
-    try:
-        await accept_uplink(
-            envelope,
-            dedup_key=callback.dedup_key,
-            pool=ctx.pool,
-            publisher=ctx.publisher,
-            topic=ctx.settings.topic(TOPIC_UPLINKS),
-            window_seconds=ctx.settings.dedup_window_seconds,
-        )
-    except PublishFailed as exc:
-        raise unavailable() from exc
+    async with pipeline_errors("sigfox"):
+        if callback.ack and planner is not None:
+            async with ctx.pool.connection(timeout=DB_TIMEOUT) as conn:
+                problem = await device_problem(conn, ctx.directory, envelope.device)
+            if problem is None:
+                answer: Any = await planner(ctx, callback, envelope)
+                return answer
+            # No downlink for an unknown or deactivated device: kept on dead-letter below.
+        await accept(ctx, envelope, callback.dedup_key)
     return Response(status_code=204)
 
 
-def json_response(body: Any) -> ORJSONResponse:
-    return ORJSONResponse(body, status_code=200)
+@router.post("/ttn", status_code=204, response_model=None, responses={**_ACCEPTED, **_ERRORS})
+async def ttn_callback(request: Request, ctx: ContextDep) -> Response:
+    """A The Things Stack v3 webhook message: uplinks, downlink reports, others counted."""
+    check_token(request, ctx.settings.token, "ttn")
+    body = await read_json(request, "ttn")
+    kind = ttn.message_type(body)
+    async with pipeline_errors("ttn"):
+        if kind == ttn.UPLINK:
+            uplink = validate(ttn.TtnUplink, body, "ttn")
+            await accept(ctx, uplink.envelope(), uplink.dedup_key)
+        elif kind in ttn.DOWNLINK_EVENTS:
+            report = validate(ttn.TtnDownlinkReport, body, "ttn")
+            count_event("ttn", kind)
+            await accept_event(ctx, report.device_event(kind), source="ttn")
+        else:
+            validate(ttn.TtnOther, body, "ttn")
+            count_event("ttn", kind or "unknown")
+            if kind is None:
+                log.info("TTN message of an unknown type (keys: %s)", ", ".join(list(body)[:10]))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/chirpstack",
+    status_code=204,
+    response_model=None,
+    responses={**_ACCEPTED, **_ERRORS},
+)
+async def chirpstack_callback(
+    request: Request, ctx: ContextDep, event: str | None = None
+) -> Response:
+    """A ChirpStack v4 HTTP integration event (``?event=up|ack|txack|join|status|log|...``)."""
+    check_token(request, ctx.settings.token, "chirpstack")
+    if not event:
+        _reject("chirpstack", "missing_event")
+        raise ApiError(400, "missing_event", "The `event` query parameter is required (?event=up).")
+    body = await read_json(request, "chirpstack")
+    async with pipeline_errors("chirpstack"):
+        if event == chirpstack.UPLINK:
+            up = validate(chirpstack.ChirpstackUp, body, "chirpstack")
+            await accept(ctx, up.envelope(), up.dedup_key)
+        elif event in chirpstack.DEVICE_EVENTS:
+            report: chirpstack.ChirpstackAck | chirpstack.ChirpstackTxAck
+            if event == "ack":
+                report = validate(chirpstack.ChirpstackAck, body, "chirpstack")
+            else:
+                report = validate(chirpstack.ChirpstackTxAck, body, "chirpstack")
+            count_event("chirpstack", event)
+            await accept_event(ctx, report.device_event(), source="chirpstack")
+        elif event in chirpstack.IGNORED:
+            count_event("chirpstack", event)
+        else:
+            count_event("chirpstack", "unknown")
+            log.info("ChirpStack event of an unknown type %r accepted", event[:40])
+    return Response(status_code=204)
+
+
+def json_response(body: Any) -> OrjsonResponse:
+    return OrjsonResponse(body, status_code=200)

@@ -202,7 +202,7 @@ def start_mqtt(data_dir: Path, port: int | None = None) -> Server:
         conf = data_dir / "mosquitto.conf"
         conf.write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\n"
+            "max_queued_messages 100000\nmax_inflight_messages 1000\n"
         )
         cmd = [mosquitto, "-c", str(conf)]
     else:

@@ -22,3 +22,8 @@ PUBLISH_SECONDS = Histogram(
 POINTS_STORED = Counter("hivepipe_points_stored_total", "Data points stored (new rows)")
 DECODE_ERRORS = Counter("hivepipe_decode_errors_total", "Uplinks that did not decode", ["model"])
 DEAD_LETTERS = Counter("hivepipe_dead_letters_total", "Records sent to dead-letter", ["reason"])
+CALLBACK_EVENTS = Counter(
+    "hivepipe_callback_events_total",
+    "Network messages that are not uplinks (acks, joins, status...), by type",
+    ["source", "type"],
+)

@@ -14,8 +14,11 @@ from psycopg import AsyncConnection
 
 Row = dict[str, Any]
 
+# ``set_config(..., true)`` is ``SET LOCAL`` inside the statement itself: one round trip, and the
+# statement's own transaction commits without waiting for the WAL flush.
 _CLAIM = """
-INSERT INTO uplink_dedup (key, seen) VALUES (%(key)s, now())
+INSERT INTO uplink_dedup (key, seen)
+SELECT %(key)s, now() FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 ON CONFLICT (key) DO UPDATE SET seen = excluded.seen, response = NULL
     WHERE uplink_dedup.seen < now() - make_interval(secs => %(window)s)
 RETURNING key
@@ -29,10 +32,8 @@ async def claim(conn: AsyncConnection[Row], key: str, window_seconds: int) -> bo
     database crash only lets a duplicate through, which the idempotent sinks absorb, while a
     flush per callback would cap ingest at the disk's fsync rate.
     """
-    async with conn.transaction():
-        await conn.execute("SET LOCAL synchronous_commit TO OFF")
-        cur = await conn.execute(_CLAIM, {"key": key, "window": window_seconds})
-        return await cur.fetchone() is not None
+    cur = await conn.execute(_CLAIM, {"key": key, "window": window_seconds})
+    return await cur.fetchone() is not None
 
 
 async def release(conn: AsyncConnection[Row], key: str) -> None:

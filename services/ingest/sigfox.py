@@ -13,19 +13,23 @@ _HEX = re.compile(r"^[0-9a-fA-F]*$")
 
 
 class SigfoxCallback(BaseModel):
-    """A Sigfox uplink or downlink request; quoted numbers and booleans are accepted."""
+    """A Sigfox uplink or downlink request; quoted numbers and booleans are accepted.
+
+    ``device`` and ``data`` must be hex (``data`` 0..12 bytes); ``time`` is Unix seconds;
+    ``station``, ``rssi``, ``snr``, ``deviceTypeId`` are optional; ``longPolling`` is ignored.
+    """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     device: str = Field(min_length=1, max_length=8)
-    time: int = Field(ge=0)
+    time: int = Field(ge=0, lt=2**32)
     data: str = Field(default="", max_length=24)
-    seq_number: int = Field(alias="seqNumber", ge=0)
+    seq_number: int = Field(alias="seqNumber", ge=0, lt=2**32)
     ack: bool = False
-    station: str | None = None
-    rssi: float | None = None
-    snr: float | None = None
-    device_type_id: str | None = Field(default=None, alias="deviceTypeId")
+    station: str | None = Field(default=None, max_length=64)
+    rssi: float | None = Field(default=None, allow_inf_nan=False)
+    snr: float | None = Field(default=None, allow_inf_nan=False)
+    device_type_id: str | None = Field(default=None, alias="deviceTypeId", max_length=64)
 
     @field_validator("device")
     @classmethod
