@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 Conn = AsyncConnection[dict[str, Any]]
 #: Seconds between two writes of the buffered ``last_used`` times and usage counters.
-FLUSH_SECONDS = 2.0
 
 
 # Dependencies are ``async def`` even when they do not await: FastAPI runs a plain ``def``
@@ -89,7 +88,7 @@ async def flush_buffers(ctx: ApiContext, services: ApiServices) -> None:
 
 async def _flush_forever(ctx: ApiContext, services: ApiServices) -> None:
     while True:
-        await asyncio.sleep(FLUSH_SECONDS)
+        await asyncio.sleep(ctx.settings.stats_flush_seconds)
         try:
             await flush_buffers(ctx, services)
         except Exception:

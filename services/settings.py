@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=60, ge=1)
     rate_limit_per_day: int = Field(default=10_000, ge=1)
     rate_limit_storage: str = "memory://"
+    #: How often each API process writes the keys' last_used times and usage counters.
+    stats_flush_seconds: float = Field(default=2.0, gt=0)
     #: Bounded wait for the MQTT broker's PUBACK of a command, or a network server's answer.
     command_timeout: float = Field(default=5.0, gt=0, le=60)
 
@@ -109,6 +111,8 @@ class Settings(BaseSettings):
     #: The webhook agent's batches of stored messages: at most this many, or what came within.
     webhook_batch_size: int = Field(default=1000, ge=1)
     webhook_flush_interval: float = Field(default=0.05, gt=0)
+    #: Batches of the webhook agent sent at once (each device's order is kept across them).
+    webhook_batches_in_flight: int = Field(default=8, ge=1, le=64)
     #: Requests in flight: per process, and per receiver host name.
     webhook_max_concurrency: int = Field(default=512, ge=1)
     webhook_max_per_host: int = Field(default=32, ge=1)

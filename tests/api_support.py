@@ -87,7 +87,12 @@ def api_settings(
     mqtt_url: str | None = None,
     **extra: object,
 ) -> Settings:
-    """Test settings: a private topic prefix; limits high unless the test sets its own."""
+    """Test settings: a private topic prefix; limits high unless the test sets its own.
+
+    Buffered stats are flushed by the tests themselves (``flush_buffers``), never on a timer,
+    so a test can tell a flush from a write per request.
+    """
+    extra.setdefault("stats_flush_seconds", 3600.0)
     return stack_settings(
         database_url=database_url,
         kafka=kafka,
