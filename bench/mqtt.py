@@ -1,0 +1,53 @@
+"""MQTT messages/s accepted: published at QoS 1, acknowledged by the adapter once on Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+
+from bench.env import Running
+from ingest.mqtt import MqttIngest, parse_mqtt_url
+
+
+async def bench_mqtt(run: Running, n: int = 20_000, devices: int = 100) -> dict[str, float]:
+    """Publish ``n`` JSON measurements; time until the adapter has acked all of them."""
+    s = run.settings
+    assert s.database_url, "the bench needs the database"
+    with psycopg.connect(s.database_url, autocommit=True) as conn:
+        owner = conn.execute("SELECT id FROM users WHERE username = 'admin'").fetchone()
+        assert owner is not None
+        for i in range(devices):
+            conn.execute(
+                "INSERT INTO devices (id, model, network, owner_id) VALUES (%s, 'json', 'mqtt', %s)"
+                " ON CONFLICT DO NOTHING",
+                (f"mq-{i}", owner[0]),
+            )
+    ingest = MqttIngest(s, client_id="hivepipe-bench-ingest")
+    await ingest.start()
+    await ingest.wait_subscribed()
+    address = parse_mqtt_url(s.mqtt_url or "")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hivepipe-bench-pub")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        started = time.perf_counter()
+        infos: list[Any] = []
+        for i in range(n):
+            body = orjson.dumps({"time": 1_700_000_000 + i, "values": {"temperature": 20 + i % 10}})
+            infos.append(client.publish(f"{s.mqtt_topic_prefix}/mq-{i % devices}/up", body, qos=1))
+        deadline = time.perf_counter() + max(60.0, n / 500)
+        while ingest.stats.acked < n and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the adapter's counter has no event to wait on
+        elapsed = time.perf_counter() - started
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        await ingest.stop()
+    return {"acked": float(ingest.stats.acked), "rate": ingest.stats.acked / elapsed}
