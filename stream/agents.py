@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from services.events import TOPIC_DEAD_LETTER, TOPIC_UPLINKS, UplinkEnvelope, dumps, loads
 from services.pipeline import process_uplinks
 from services.settings import Settings
+from stream import orbit, webhooks
 
 if TYPE_CHECKING:
     from stream.app import HivepipeApp
@@ -78,3 +79,6 @@ def register(app: HivepipeApp, settings: Settings) -> None:
                 )
 
             await retry_forever("storing a batch of uplinks", run)
+
+    webhooks.register(app, settings)
+    orbit.register(app, settings)
