@@ -145,7 +145,8 @@ def main() -> None:
     wanted = [name for name in SECTIONS if name in args.only.split(",")]
     console = Console()
     figures = Figures()
-    with running_pipeline() as run:
+    # The webhook section delivers to a receiver on 127.0.0.1 over plain http.
+    with running_pipeline(webhook_allowed_cidrs="127.0.0.0/8", webhook_allow_http="true") as run:
         console.print(f"pipeline up: {run.base_url}, Kafka {run.settings.kafka}")
         for name in wanted:
             console.print(f"[bold]{name}[/bold] …")

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     #: Kafka consumer-group session timeout (s). tansu completes a group join only after half
     #: of it, so a short one makes workers start fast; heartbeats run in their own thread.
     consumer_session_timeout: float = Field(default=10.0, ge=2.0)
+    #: How long a worker's fetch may wait for records (ms): the floor of every hop's latency.
+    fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
 
     # Ingest rules.
     dedup_window_seconds: int = Field(default=600, ge=1)

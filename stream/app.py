@@ -19,6 +19,13 @@ class HivepipeApp(faust.App):
     """A Faust app that owns the worker's :class:`Resources` and closes them at shutdown."""
 
     resources: Resources
+    #: The consumer's fetch wait (ms), read by :mod:`stream.transport`.
+    fetch_max_wait_ms: int = 50
+
+    def _new_transport(self) -> Any:
+        from stream.transport import Transport
+
+        return Transport(self.conf.broker_consumer, self)
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
@@ -56,6 +63,7 @@ def create_app(settings: Settings) -> HivepipeApp:
     }
     app = HivepipeApp(f"{settings.topic_prefix}worker", **conf)
     app.resources = Resources(settings)
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     ready = ready_file(settings)
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
