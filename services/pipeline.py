@@ -30,6 +30,7 @@ from services.events import (
     dumps,
 )
 from services.kafka import Message, Publisher
+from services.orbit.changes import note_uplinks, orbit_uplink
 from services.storage.events import store_events
 from services.storage.points import store_points, store_state
 
@@ -57,6 +58,8 @@ class _Plan:
     stored: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     seen: dict[str, float] = field(default_factory=dict)
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Orbit uplinks without an ack, counted towards in-flight updates' time-out.
+    orbit_uplinks: list[tuple[str, int, float]] = field(default_factory=list)
 
 
 def _dead_letter(env: UplinkEnvelope, error: str) -> tuple[str, dict[str, Any]]:
@@ -93,13 +96,18 @@ def plan_batch(
                 },
             )
             plan.events.append((event, f"{env.id}:decode_error"))
+            if counted := orbit_uplink(info.model, env, ())[1]:
+                plan.orbit_uplinks.append(counted)
             plan.dead.append(_dead_letter(env, f"decode_error: {exc.reason}"))
             result.reasons["decode_error"] = result.reasons.get("decode_error", 0) + 1
             continue
         plan.points.extend(decoded.points)
         if decoded.points:
             plan.stored.append((env.device, [p.to_dict() for p in decoded.points]))
-        for index, event in enumerate(decoded.events):
+        events, counted = orbit_uplink(info.model, env, decoded.events)
+        if counted:
+            plan.orbit_uplinks.append(counted)
+        for index, event in enumerate(events):
             plan.events.append((event, f"{env.id}:{index}"))
             if event.type == "status":
                 plan.status[env.device] = event.data
@@ -122,6 +130,7 @@ async def _store(conn: AsyncConnection[Row], plan: _Plan) -> int:
                 " FROM unnest(%s::text[], %s::timestamptz[]) AS s(id, t) WHERE d.id = s.id",
                 (list(plan.seen), [datetime.fromtimestamp(t, UTC) for t in plan.seen.values()]),
             )
+        await note_uplinks(conn, plan.orbit_uplinks)
         for device, status in plan.status.items():
             await conn.execute(
                 "UPDATE devices SET battery_mv = %s, firmware = %s WHERE id = %s",

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import Histogram
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from api.context import ApiContext
+from api.context import ApiContext, Pool
 from api.deps import ConnDep, ContextDep, ReadOrbit, WriteOrbit, device_or_404
 from api.errors import ApiError
 from ingest.http import ingest_publisher, json_response
@@ -28,12 +28,16 @@ from services.orbit.downlink_answer import answer_downlink_request
 from services.orbit.params import MODELS, InvalidParam, to_raw
 from services.orbit.store import UnknownDevice, orbit_view
 from services.outbox import OutboxRelay
+from services.storage.db import open_pool
 
 router = APIRouter(prefix="/v1/orbit", tags=["orbit"])
 
 #: The Sigfox network waits a few seconds for a downlink answer: a database connection that
 #: takes longer than this is a 503 (the network retries, and the retry gets the same answer).
 ANSWER_DB_TIMEOUT = min(DB_TIMEOUT, 2.0)
+#: Connections kept for downlink answers alone: they never queue for a connection behind the
+#: uplink callbacks (which use the API's pool).
+ANSWER_POOL_SIZE = 4
 
 ANSWER_SECONDS = Histogram(
     "hivepipe_sigfox_downlink_answer_seconds",
@@ -168,7 +172,7 @@ async def delete_orbit_pending(
         raise ApiError(
             422,
             "invalid_param",
-            f"{exc.reason}.",
+            f"Invalid parameter: {exc.reason}.",
             details=[{"field": "param", "message": exc.reason, "type": "invalid_param"}],
         ) from exc
     except UnknownDevice as exc:
@@ -206,7 +210,8 @@ async def sigfox_downlink(
         )
     metrics.UPLINKS_RECEIVED.labels("sigfox").inc()
     started = time.perf_counter()
-    async with ctx.pool.connection(timeout=ANSWER_DB_TIMEOUT) as conn:
+    pool: Pool = ctx.extras.get("orbit_answer_pool", ctx.pool)
+    async with pool.connection(timeout=ANSWER_DB_TIMEOUT) as conn:
         answer = await answer_downlink_request(
             conn,
             envelope,
@@ -226,9 +231,20 @@ async def sigfox_downlink(
 
 
 async def start(ctx: ApiContext) -> None:
-    """Lifespan hook: the outbox relay (drains leftovers at once) and the downlink answer."""
+    """Lifespan hook: the outbox relay (drains leftovers at once) and the downlink answer with
+    its own connections."""
+    assert ctx.settings.database_url, "HIVEPIPE_DATABASE_URL is required"
+    answer_pool = await open_pool(
+        ctx.settings.database_url, size=ANSWER_POOL_SIZE, name="orbit-answer"
+    )
     relay = OutboxRelay(ctx.pool, ingest_publisher(ctx), ctx.settings.topic)
     relay.start()
+    ctx.extras["orbit_answer_pool"] = answer_pool
     ctx.extras["outbox_relay"] = relay
     ctx.extras["sigfox_downlink"] = sigfox_downlink
-    ctx.extras.setdefault("closers", []).append(relay.stop)
+
+    async def close() -> None:
+        await relay.stop()
+        await answer_pool.close()
+
+    ctx.extras.setdefault("closers", []).append(close)
