@@ -27,7 +27,6 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -50,6 +49,7 @@ from services.ingest.accept import (
 from services.ingest.mqtt import Rejected, mqtt_uplink, rejected, subscriptions
 from services.ingest.topics import TopicRepair
 from services.kafka import KafkaPublisher, Message, Publisher, PublishFailed
+from services.mqtt_address import BrokerAddress, parse_mqtt_url
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,30 +58,6 @@ Pool = AsyncConnectionPool[AsyncConnection[dict[str, Any]]]
 
 #: MQTT 5 SUBACK reason "Shared Subscriptions not supported".
 _SHARED_NOT_SUPPORTED = 0x9E
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_mqtt_url(url: str) -> BrokerAddress:
-    """``mqtt://[user:pass@]host[:1883]`` or ``mqtts://...[:8883]``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-        raise ValueError(f"not an MQTT URL: {url!r} (expected mqtt://host:port)")
-    tls = parts.scheme in ("mqtts", "ssl")
-    return BrokerAddress(
-        host=parts.hostname,
-        port=parts.port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,10 @@ def worker() -> None:
     asyncio.run(
         ensure_topics(settings.kafka, [settings.topic(t) for t in ALL_TOPICS], settings.partitions)
     )
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     faust_app = create_app(settings)
     faust.Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 

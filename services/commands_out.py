@@ -15,9 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 import orjson
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
@@ -27,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from services.commands import validate_command
 from services.kafka import Publisher, PublishFailed
+from services.mqtt_address import parse_mqtt_url
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +45,6 @@ class CommandPublisher(Protocol):
 def command_topic(prefix: str, device_id: str) -> str:
     """``devices/{id}/command`` (with the configured prefix)."""
     return f"{prefix}/{device_id}/command"
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-
-def parse_mqtt_url(url: str) -> BrokerAddress:
-    """``mqtt://[user:pass@]host[:1883]`` or ``mqtts://...:8883``."""
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    tls = parts.scheme in ("mqtts", "ssl", "tls")
-    return BrokerAddress(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 class PahoCommandPublisher:

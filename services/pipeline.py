@@ -17,6 +17,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from services import metrics, usage
 from services.codecs import DecodeError, decode_uplink
 from services.devices import DeviceDirectory
 from services.events import (
@@ -175,4 +176,28 @@ async def process_uplinks(
             (topic(TOPIC_STORED), stored),
         ]
     )
+    count_batch(envelopes, devices, plan.points, result)
     return result
+
+
+def count_batch(
+    envelopes: Sequence[UplinkEnvelope],
+    devices: dict[str, Any],
+    points: Sequence[DataPoint],
+    result: BatchResult,
+) -> None:
+    """Usage per owner (uplinks, points) and the worker's metrics, once a batch is done."""
+    for env in envelopes:
+        info = devices.get(env.device)
+        if info is not None and info.active:
+            usage.count(info.owner_id, "uplinks")
+    per_owner: dict[int, int] = {}
+    for point in points:
+        info = devices.get(point.device)
+        if info is not None:
+            per_owner[info.owner_id] = per_owner.get(info.owner_id, 0) + 1
+    for owner, n in per_owner.items():
+        usage.count(owner, "points", n)
+    metrics.POINTS_STORED.inc(result.stored)
+    for reason, n in result.reasons.items():
+        metrics.DEAD_LETTERS.labels(reason).inc(n)

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     mqtt_session_expiry: int = Field(default=86_400, ge=0)
     #: Serve the MQTT ingest's Prometheus metrics on this port (none when unset).
     mqtt_metrics_port: int | None = None
+    #: Where a worker serves its Prometheus metrics (on ``api_host``); none when unset.
+    worker_metrics_port: int | None = None
 
     #: Set by ``hivepipe up`` in the processes it spawns: secrets may be generated ones.
     embedded: bool = False

@@ -14,15 +14,21 @@ from psycopg import AsyncConnection
 
 Row = dict[str, Any]
 
-# ``set_config(..., true)`` is ``SET LOCAL`` inside the statement itself: one round trip, and the
-# statement's own transaction commits without waiting for the WAL flush.
-_CLAIM = """
-INSERT INTO uplink_dedup (key, seen)
-SELECT %(key)s, now() FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+#: The claim: insert the key, or take over a sighting older than the window; returns the key
+#: when claimed. ``{source}`` supplies the row (key, seen); callers may embed it in a CTE.
+CLAIM_UPSERT = """
+INSERT INTO uplink_dedup (key, seen) {source}
 ON CONFLICT (key) DO UPDATE SET seen = excluded.seen, response = NULL
     WHERE uplink_dedup.seen < now() - make_interval(secs => %(window)s)
 RETURNING key
 """
+
+# ``set_config(..., true)`` is ``SET LOCAL`` inside the statement itself: one round trip, and the
+# statement's own transaction commits without waiting for the WAL flush.
+_CLAIM = CLAIM_UPSERT.format(
+    source="SELECT %(key)s, now()"
+    " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+)
 
 
 async def claim(conn: AsyncConnection[Row], key: str, window_seconds: int) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from services import outbox
 from services.events import TOPIC_DEVICE_EVENTS, TOPIC_UPLINKS, DeviceEvent, UplinkEnvelope
 from services.ingest.accept import envelope_message
+from services.ingest.dedup import CLAIM_UPSERT
 from services.orbit import store
 from services.orbit._rows import SAME_UPLINK_WINDOW, ts
 from services.orbit.frames import decode_downlink
@@ -31,17 +32,12 @@ __all__ = ["DownlinkAnswer", "answer_downlink_request", "downlink_sent_event"]
 
 # The claim of services.ingest.dedup.claim, fused with the outbox insert (one round trip), and
 # committed synchronously: here the uplink exists nowhere else until the relay publishes it.
-_CLAIM_AND_KEEP = """
-WITH claimed AS (
-    INSERT INTO uplink_dedup (key, seen) VALUES (%(key)s, now())
-    ON CONFLICT (key) DO UPDATE SET seen = excluded.seen, response = NULL
-        WHERE uplink_dedup.seen < now() - make_interval(secs => %(window)s)
-    RETURNING key
-)
+_CLAIM_AND_KEEP = f"""
+WITH claimed AS ({CLAIM_UPSERT.format(source="VALUES (%(key)s, now())")})
 INSERT INTO kafka_outbox (topic, key, value)
 SELECT %(topic)s, %(device)s, %(value)s FROM claimed
 RETURNING id
-"""
+"""  # noqa: S608 (a fixed fragment, no input)
 
 # As services.orbit._rows.recorded_answer: the request (device, seqNumber) answered within a day.
 _ANSWERED = """
