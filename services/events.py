@@ -133,4 +133,6 @@ class DeviceEvent:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeviceEvent:
         rest = {k: v for k, v in data.items() if k not in ("device", "time", "type")}
-        return cls(device=str(data["device"]), time=float(data["time"]), type=str(data["type"]), data=rest)
+        return cls(
+            device=str(data["device"]), time=float(data["time"]), type=str(data["type"]), data=rest
+        )

@@ -71,20 +71,6 @@ def fuzz_target(
         drop_schema(pg_server, name)
 
 
-#: Defects of routes outside the API issue, reported to their owners. Strict: once fixed, the
-#: xfail fails and the entry must go.
-KNOWN = {
-}
-
-
-def _known(method: str, path: str) -> list[Any]:
-    reason = KNOWN.get((method, path))
-    # schemathesis reports a BaseExceptionGroup, which xfail only takes when named.
-    return (
-        [pytest.mark.xfail(strict=True, reason=reason, raises=BaseExceptionGroup)] if reason else []
-    )
-
-
 def _operations() -> list[Any]:
     # The document needs no server: build it once at collection to name one test per operation.
     # (schemathesis' lazy ``from_fixture`` does not run under pytest 9: it sets a node id
@@ -93,7 +79,7 @@ def _operations() -> list[Any]:
 
     document = create_app(Settings(embedded=True, database_url="-", kafka="-")).openapi()
     return [
-        pytest.param(method.upper(), path, marks=_known(method.upper(), path))
+        pytest.param(method.upper(), path)
         for path, item in document["paths"].items()
         for method in item
     ]
