@@ -240,8 +240,8 @@ def plan_ranges(
     if not grains:
         return [("points", start, end)]
     (view, width), finer = grains[0], grains[1:]
-    lo = None if start is None else math.ceil(start / width) * width
-    hi = None if end is None else math.floor(end / width) * width
+    lo = None if start is None else _bucket_edge(start, width, up=True)
+    hi = None if end is None else _bucket_edge(end, width, up=False)
     if lo is not None and hi is not None and lo >= hi:
         return plan_ranges(start, end, finer)
     ranges: list[tuple[str, float | None, float | None]] = []
@@ -251,6 +251,20 @@ def plan_ranges(
     if end is not None and hi is not None and hi < end:
         ranges += plan_ranges(hi, end, finer)
     return ranges
+
+
+def _bucket_edge(t: float, width: int, *, up: bool) -> int:
+    """The bucket boundary at or after (``up``) / at or before ``t``.
+
+    ``t / width`` can round (a subnormal ``t`` divides to 0.0): the edge is corrected so it
+    never falls on the wrong side of ``t``.
+    """
+    edge = (math.ceil(t / width) if up else math.floor(t / width)) * width
+    if up and edge < t:
+        edge += width
+    elif not up and edge > t:
+        edge -= width
+    return edge
 
 
 def encode_cursor(time: datetime, metric: str, order: Order) -> str:

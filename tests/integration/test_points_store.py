@@ -326,6 +326,11 @@ def test_plan_ranges_tile_the_range(start: float | None, end: float | None, n_gr
 
 
 def test_plan_ranges_examples() -> None:
+    # A subnormal start divides to 0.0: the first whole bucket must still start after it.
+    assert plan_ranges(5e-324, 7200.0, GRAINS) == [
+        ("points", 5e-324, 3600),
+        ("points_hourly", 3600, 7200),
+    ]
     assert plan_ranges(None, None, GRAINS) == [("points_daily", None, None)]
     assert plan_ranges(100.0, 200.0, GRAINS) == [("points", 100.0, 200.0)]
     assert plan_ranges(1800.0, 2 * 86_400 + 5400.5, GRAINS) == [
