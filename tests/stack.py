@@ -135,6 +135,35 @@ async def run_stack(settings: Settings, *, with_worker: bool = True) -> AsyncIte
             stop_worker(worker)
 
 
+@asynccontextmanager
+async def stack_in_new_schema(
+    pg_server: str,
+    *,
+    kafka: str,
+    mqtt_url: str | None,
+    prefix: str,
+    data_dir: Path,
+    **extra: object,
+) -> AsyncIterator[Stack]:
+    """A whole pipeline on a schema of its own, dropped afterwards."""
+    from tests.conftest import drop_schema, new_schema
+
+    name, url = new_schema(pg_server)
+    try:
+        settings = stack_settings(
+            database_url=url,
+            kafka=kafka,
+            mqtt_url=mqtt_url,
+            prefix=prefix,
+            data_dir=data_dir,
+            **extra,
+        )
+        async with run_stack(settings) as running:
+            yield running
+    finally:
+        drop_schema(pg_server, name)
+
+
 async def eventually(check, *, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll ``check()`` (async) until it returns a truthy value; return it or fail."""
     deadline = asyncio.get_running_loop().time() + timeout

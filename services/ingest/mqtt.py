@@ -100,30 +100,25 @@ def mqtt_uplink(
             max_bytes=max_bytes,
         )
     device, kind = parsed
-    if len(payload) > max_bytes:
+
+    def refuse(reason: str, detail: str) -> Rejected:
         return rejected(
             topic,
             payload,
             device=device,
             kind=kind,
             received=received,
-            reason="payload_too_large",
-            detail=f"{len(payload)} bytes > {max_bytes}",
+            reason=reason,
+            detail=detail,
             max_bytes=max_bytes,
         )
+
+    if len(payload) > max_bytes:
+        return refuse("payload_too_large", f"{len(payload)} bytes > {max_bytes}")
     try:
         value = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        return rejected(
-            topic,
-            payload,
-            device=device,
-            kind=kind,
-            received=received,
-            reason="invalid_json",
-            detail=str(exc)[:200],
-            max_bytes=max_bytes,
-        )
+        return refuse("invalid_json", str(exc)[:200])
     envelope = UplinkEnvelope(
         source="mqtt",
         device=device,
@@ -134,14 +129,5 @@ def mqtt_uplink(
     try:
         orjson.dumps(envelope)  # orjson reads 1,024 levels of nesting but writes only 255
     except orjson.JSONEncodeError as exc:
-        return rejected(
-            topic,
-            payload,
-            device=device,
-            kind=kind,
-            received=received,
-            reason="invalid_json",
-            detail=str(exc)[:200],
-            max_bytes=max_bytes,
-        )
+        return refuse("invalid_json", str(exc)[:200])
     return envelope

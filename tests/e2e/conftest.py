@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import drop_schema, new_schema
-from tests.stack import Stack, run_stack, stack_settings
+from tests.stack import Stack, stack_in_new_schema
 
 
 @pytest.fixture(scope="module")
@@ -16,16 +15,13 @@ async def stack(
     """One pipeline per test module: its own schema, topic prefix and worker process."""
     import uuid
 
-    name, url = new_schema(pg_server)
-    settings = stack_settings(
-        database_url=url,
+    async with stack_in_new_schema(
+        pg_server,
         kafka=kafka_server,
         mqtt_url=mqtt_server,
         prefix=f"e{uuid.uuid4().hex[:10]}.",
         data_dir=Path(tmp_path_factory.mktemp("stack")),
         webhook_allowed_cidrs="127.0.0.0/8",
         webhook_allow_http=True,
-    )
-    async with run_stack(settings) as running:
+    ) as running:
         yield running
-    drop_schema(pg_server, name)

@@ -21,8 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from services.commands_out import parse_mqtt_url
 from tests.api_support import RecordingServer
-from tests.conftest import drop_schema, new_schema
-from tests.stack import ROOT, Stack, eventually, run_stack, stack_settings
+from tests.stack import ROOT, Stack, eventually, stack_in_new_schema
 
 RELAY_COMMAND = {
     "payload": {
@@ -46,9 +45,8 @@ async def stack(
     tmp_path_factory: pytest.TempPathFactory,
     tts: RecordingServer,
 ) -> AsyncIterator[Stack]:
-    name, url = new_schema(pg_server)
-    settings = stack_settings(
-        database_url=url,
+    async with stack_in_new_schema(
+        pg_server,
         kafka=kafka_server,
         mqtt_url=mqtt_server,
         prefix=f"e{uuid.uuid4().hex[:10]}.",
@@ -60,10 +58,8 @@ async def stack(
         lorawan_api_key="NNSXS.E2E",
         tts_application_id="cold-chain",
         tts_webhook_id="hivepipe",
-    )
-    async with run_stack(settings) as running:
+    ) as running:
         yield running
-    drop_schema(pg_server, name)
 
 
 def hivepipe(stack: Stack, *args: str) -> str:

@@ -26,12 +26,10 @@ from services.codecs import decode_uplink
 from services.events import TOPIC_DEAD_LETTER, UplinkEnvelope
 from services.webhooks import message_id
 from tests.api_support import Account, connect, make_account
-from tests.conftest import drop_schema, new_schema
 from tests.stack import (
     Stack,
     eventually,
-    run_stack,
-    stack_settings,
+    stack_in_new_schema,
     start_worker,
     stop_worker,
     wait_ready,
@@ -124,9 +122,8 @@ async def stack(
     pg_server: str, kafka_server: str, mqtt_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
     """The pipeline with webhooks to 127.0.0.0/8 over http, and retries in seconds."""
-    name, url = new_schema(pg_server)
-    settings = stack_settings(
-        database_url=url,
+    async with stack_in_new_schema(
+        pg_server,
         kafka=kafka_server,
         mqtt_url=mqtt_server,
         prefix=f"w{uuid.uuid4().hex[:10]}.",
@@ -138,8 +135,7 @@ async def stack(
         webhook_retry_lease=3.0,
         webhook_disable_after=1.5,
         webhook_disable_min_failures=6,
-    )
-    async with run_stack(settings) as running:
+    ) as running:
         first = running.worker
         try:
             yield running
@@ -147,7 +143,6 @@ async def stack(
             # run_stack stops the worker it started; a test may have replaced it.
             if running.worker is not None and running.worker is not first:
                 stop_worker(running.worker)
-    drop_schema(pg_server, name)
 
 
 @pytest.fixture(scope="module")
