@@ -199,7 +199,10 @@ async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
     planner = ctx.extras.get("sigfox_downlink")
     async with pipeline_errors("sigfox"):
         if callback.ack and planner is not None:
-            async with ctx.pool.connection(timeout=DB_TIMEOUT) as conn:
+            # The downlink answer has a pool of its own (api/routes/orbit.py): its device check
+            # must not queue behind the uplink load on the shared pool either.
+            answer_pool = ctx.extras.get("orbit_answer_pool", ctx.pool)
+            async with answer_pool.connection(timeout=DB_TIMEOUT) as conn:
                 problem = await device_problem(conn, ctx.directory, envelope.device)
             if problem is None:
                 answer: Any = await planner(ctx, callback, envelope)
