@@ -32,7 +32,7 @@ from ingest import http as callbacks
 from services.ingest import dedup
 from services.kafka import KafkaPublisher, Publisher, PublishFailed
 from services.settings import Settings
-from services.storage.db import migrate, open_pool
+from services.storage.db import migrate_for, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,7 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Fas
         assert settings.database_url, "HIVEPIPE_DATABASE_URL is required"
         pool = await open_pool(settings.database_url, size=settings.db_pool_size, name="api")
         async with pool.connection() as conn:
-            await migrate(
-                conn,
-                chunk_interval=settings.chunk_interval,
-                compress_after=settings.compress_after,
-                retention=settings.retention,
-            )
+            await migrate_for(conn, settings)
         own_publisher: KafkaPublisher | None = None
         pub: Publisher
         if publisher is None:

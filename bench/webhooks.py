@@ -24,6 +24,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from bench.callbacks import percentile
 from bench.env import Running
 from services.events import TOPIC_STORED
 
@@ -82,13 +83,6 @@ async def _start_receiver(arrivals: Arrivals) -> tuple[asyncio.AbstractServer, i
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Receiver(arrivals), "127.0.0.1", 0, backlog=1024)
     return server, server.sockets[0].getsockname()[1]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def _setup(run: Running, port: int, devices: int) -> list[str]:
@@ -277,7 +271,7 @@ async def bench_webhooks(
         "latency_target_rate": target,
         "latency_achieved_rate": achieved,
         "latency_deliveries": float(len(lags)),
-        "p50_ms": _percentile(lags, 0.50) * 1000,
-        "p99_ms": _percentile(lags, 0.99) * 1000,
+        "p50_ms": percentile(lags, 0.50) * 1000,
+        "p99_ms": percentile(lags, 0.99) * 1000,
         "baseline_rate": baseline,
     }

@@ -23,7 +23,7 @@ from services.bootstrap import callback_token, ensure_admin_key
 from services.events import ALL_TOPICS
 from services.kafka import ensure_topics
 from services.settings import Settings
-from services.storage.db import migrate, open_pool
+from services.storage.db import migrate_for, open_pool
 
 
 @dataclass
@@ -79,12 +79,7 @@ async def prepare(settings: Settings) -> str:
     pool = await open_pool(settings.database_url, size=1, name="prepare")
     try:
         async with pool.connection() as conn:
-            await migrate(
-                conn,
-                chunk_interval=settings.chunk_interval,
-                compress_after=settings.compress_after,
-                retention=settings.retention,
-            )
+            await migrate_for(conn, settings)
             key = await ensure_admin_key(conn, settings.data_dir)
     finally:
         await pool.close()

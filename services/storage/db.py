@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from services.settings import Settings
 from services.storage import timescale
 
 log = logging.getLogger(__name__)
@@ -75,3 +76,15 @@ async def migrate(
         conn, chunk_interval=chunk_interval, compress_after=compress_after, retention=retention
     )
     return applied
+
+
+async def migrate_for(
+    conn: psycopg.AsyncConnection[dict[str, Any]], settings: Settings
+) -> list[str]:
+    """:func:`migrate` with the TimescaleDB policies of ``settings`` (what every role runs)."""
+    return await migrate(
+        conn,
+        chunk_interval=settings.chunk_interval,
+        compress_after=settings.compress_after,
+        retention=settings.retention,
+    )
