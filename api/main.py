@@ -29,6 +29,7 @@ from api.routes import (
     webhooks,
 )
 from ingest import http as callbacks
+from services import runtime
 from services.ingest import dedup
 from services.kafka import KafkaPublisher, Publisher, PublishFailed
 from services.settings import Settings
@@ -51,14 +52,19 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Fas
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         assert settings.database_url, "HIVEPIPE_DATABASE_URL is required"
-        pool = await open_pool(settings.database_url, size=settings.db_pool_size, name="api")
+        pool = await open_pool(
+            settings.database_url,
+            size=settings.db_pool_size,
+            name="api",
+            prepare=settings.db_prepare,
+        )
         async with pool.connection() as conn:
             await migrate_for(conn, settings)
         own_publisher: KafkaPublisher | None = None
         pub: Publisher
         if publisher is None:
             assert settings.kafka, "HIVEPIPE_KAFKA is required"
-            own_publisher = KafkaPublisher(settings.kafka)
+            own_publisher = KafkaPublisher(settings.kafka, linger_ms=settings.callback_linger_ms)
             with contextlib.suppress(PublishFailed):
                 await own_publisher.start()  # else callbacks answer 503 until Kafka is back
             pub = own_publisher
@@ -81,6 +87,7 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Fas
             await extension(ctx)
         app.state.ctx = ctx
         purge = asyncio.create_task(_purge_dedup(ctx))
+        runtime.settle_heap()  # full GC pauses were the downlink answer's p99 (services/runtime)
         try:
             yield
         finally:

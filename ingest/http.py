@@ -34,16 +34,11 @@ from services.events import (
     UplinkEnvelope,
 )
 from services.ingest import chirpstack, ttn
-from services.ingest.accept import (
-    DB_TIMEOUT,
-    Accepted,
-    accept_device_event,
-    accept_uplink,
-    device_problem,
-)
+from services.ingest.accept import Accepted, accept_device_event, accept_uplink
 from services.ingest.sigfox import SigfoxCallback
 from services.ingest.topics import TopicRepair
 from services.kafka import KafkaPublisher, Publisher, PublishFailed
+from services.orbit.downlink_answer import DeviceUnavailable
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 M = TypeVar("M", bound=BaseModel)
@@ -199,15 +194,11 @@ async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
     planner = ctx.extras.get("sigfox_downlink")
     async with pipeline_errors("sigfox"):
         if callback.ack and planner is not None:
-            # The downlink answer has a pool of its own (api/routes/orbit.py): its device check
-            # must not queue behind the uplink load on the shared pool either.
-            answer_pool = ctx.extras.get("orbit_answer_pool", ctx.pool)
-            async with answer_pool.connection(timeout=DB_TIMEOUT) as conn:
-                problem = await device_problem(conn, ctx.directory, envelope.device)
-            if problem is None:
+            try:
                 answer: Any = await planner(ctx, callback, envelope)
                 return answer
-            # No downlink for an unknown or deactivated device: kept on dead-letter below.
+            except DeviceUnavailable:
+                pass  # no downlink for an unknown or deactivated device: dead-lettered below
         await accept(ctx, envelope, callback.dedup_key)
     return Response(status_code=204)
 

@@ -35,10 +35,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services import metrics
+from services import metrics, runtime
 from services.devices import DeviceDirectory
 from services.events import ALL_TOPICS, TOPIC_DEAD_LETTER, TOPIC_UPLINKS, UplinkEnvelope, dumps
 from services.ingest.accept import (
@@ -51,6 +50,7 @@ from services.ingest.topics import TopicRepair
 from services.kafka import KafkaPublisher, Message, Publisher, PublishFailed
 from services.mqtt_address import BrokerAddress, parse_mqtt_url
 from services.settings import Settings
+from services.storage.db import connection_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class MqttIngest:
                 max_size=2,
                 name="mqtt-ingest",
                 open=False,
-                kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+                kwargs=connection_kwargs(self.settings.db_prepare),
             )
             await self._pool.open(wait=False)  # reconnects by itself; checked per batch
             self._own_pool = True
@@ -533,6 +533,7 @@ async def serve(settings: Settings) -> None:
         start_http_server(settings.mqtt_metrics_port, addr=settings.api_host)
     ingest = MqttIngest(settings)
     await ingest.start()
+    runtime.settle_heap()
     try:
         await stop.wait()
     finally:

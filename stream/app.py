@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 
+from services import runtime
 from services.settings import Settings
 from stream.resources import Resources
 
@@ -65,12 +66,16 @@ def create_app(settings: Settings) -> HivepipeApp:
     app.resources = Resources(settings)
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     ready = ready_file(settings)
+    settled: list[bool] = []
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(sender: Any, **_: Any) -> None:
         # Tells `hivepipe up` and the tests that this worker has its partitions.
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.touch()
+        if not settled:  # started: what exists now lives as long as the process
+            settled.append(True)
+            runtime.settle_heap()
 
     from stream import agents
 

@@ -32,7 +32,10 @@ class Resources:
             if self._pool is None:
                 assert self.settings.database_url, "HIVEPIPE_DATABASE_URL is required"
                 self._pool = await open_pool(
-                    self.settings.database_url, size=self.settings.db_pool_size, name="worker"
+                    self.settings.database_url,
+                    size=self.settings.db_pool_size,
+                    name="worker",
+                    prepare=self.settings.db_prepare,
                 )
             if self._publisher is None:
                 assert self.settings.kafka, "HIVEPIPE_KAFKA is required"

@@ -235,7 +235,10 @@ async def start(ctx: ApiContext) -> None:
     its own connections."""
     assert ctx.settings.database_url, "HIVEPIPE_DATABASE_URL is required"
     answer_pool = await open_pool(
-        ctx.settings.database_url, size=ANSWER_POOL_SIZE, name="orbit-answer"
+        ctx.settings.database_url,
+        size=ANSWER_POOL_SIZE,
+        name="orbit-answer",
+        prepare=ctx.settings.db_prepare,
     )
     relay = OutboxRelay(ctx.pool, ingest_publisher(ctx), ctx.settings.topic)
     relay.start()

@@ -83,17 +83,15 @@ def pending_update(row: Mapping[str, Any]) -> PendingUpdate:
     )
 
 
-async def select_config(conn: Conn, device: str, *, lock: bool) -> DeviceConfig | None:
-    if lock:
-        # Lock first, load in the next statement: under READ COMMITTED a statement that waited
-        # for the lock would see the locked row's new version but the rest (pending updates,
-        # downlinks) as of its own start, before the lock holder committed.
-        locked = await fetchone(
-            conn, "SELECT 1 FROM orbit_config WHERE device = %s FOR UPDATE", (device,)
-        )
-        if locked is None:
-            return None
-    row = await fetchone(conn, SELECT_CONFIG, {"device": device, "limit": DOWNLINKS_PER_WINDOW})
+_LOCK = "SELECT 1 FROM orbit_config WHERE device = %s FOR UPDATE"
+_RECORDED_ANSWER = (
+    "SELECT frame FROM orbit_downlink_requests"
+    " WHERE device = %s AND sigfox_seq_number = %s AND answered_at > %s"
+    " ORDER BY answered_at DESC LIMIT 1"
+)
+
+
+def _config(row: tuple[Any, ...] | None) -> DeviceConfig | None:
     if row is None:
         return None
     model, active, seq, pending, downlinks = row
@@ -104,6 +102,44 @@ async def select_config(conn: Conn, device: str, *, lock: bool) -> DeviceConfig 
         seq=seq,
         downlinks=tuple(sorted(downlinks)),
     )
+
+
+async def select_config(conn: Conn, device: str, *, lock: bool) -> DeviceConfig | None:
+    if lock:
+        # Lock first, load in the next statement: under READ COMMITTED a statement that waited
+        # for the lock would see the locked row's new version but the rest (pending updates,
+        # downlinks) as of its own start, before the lock holder committed.
+        if await fetchone(conn, _LOCK, (device,)) is None:
+            return None
+    return _config(
+        await fetchone(conn, SELECT_CONFIG, {"device": device, "limit": DOWNLINKS_PER_WINDOW})
+    )
+
+
+async def locked_config_and_answer(
+    conn: Conn, device: str, sigfox_seq_number: int, now: float
+) -> tuple[DeviceConfig | None, tuple[str | None] | None]:
+    """:func:`select_config` with the lock, and :func:`recorded_answer`, in one round trip.
+
+    The three statements are sent before any result is read: in pipeline mode they travel
+    together (the server still runs them in order, so the load and the answer are read after
+    the lock is granted, as in :func:`select_config`). The config is None when the device has
+    no config row (nothing locked: use :func:`locked_config` to create it).
+    """
+    async with (
+        conn.cursor(row_factory=tuple_row) as lock,
+        conn.cursor(row_factory=tuple_row) as load,
+        conn.cursor(row_factory=tuple_row) as answer,
+    ):
+        await lock.execute(_LOCK, (device,))
+        await load.execute(SELECT_CONFIG, {"device": device, "limit": DOWNLINKS_PER_WINDOW})
+        await answer.execute(
+            _RECORDED_ANSWER, (device, sigfox_seq_number, ts(now) - SAME_UPLINK_WINDOW)
+        )
+        locked = await lock.fetchone()
+        config = _config(await load.fetchone())
+        answered = await answer.fetchone()
+    return (config if locked is not None else None), (None if answered is None else (answered[0],))
 
 
 async def orbit_model(conn: Conn, device: str) -> str:
@@ -203,11 +239,7 @@ async def recorded_answer(
 ) -> tuple[str | None] | None:
     """The answer (frame or None) already given to this request, or None if none was."""
     row = await fetchone(
-        conn,
-        "SELECT frame FROM orbit_downlink_requests"
-        " WHERE device = %s AND sigfox_seq_number = %s AND answered_at > %s"
-        " ORDER BY answered_at DESC LIMIT 1",
-        (device, sigfox_seq_number, ts(now) - SAME_UPLINK_WINDOW),
+        conn, _RECORDED_ANSWER, (device, sigfox_seq_number, ts(now) - SAME_UPLINK_WINDOW)
     )
     return None if row is None else (row[0],)
 

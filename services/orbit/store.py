@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from services.orbit import _rows as rows
@@ -25,8 +26,10 @@ from services.orbit.view import render_view
 
 __all__ = [
     "Conn",
+    "RequestAnswer",
     "UnknownDevice",
     "answer_downlink_request",
+    "answer_request",
     "apply_ack_event",
     "delete_pending",
     "load_config",
@@ -68,26 +71,49 @@ async def register(
     return outcomes
 
 
+@dataclass(frozen=True, slots=True)
+class RequestAnswer:
+    """The answer to a downlink request: ``frame_hex`` (None: no downlink) and whether it was
+    decided now (``fresh``) or had been given to this request before."""
+
+    frame_hex: str | None
+    fresh: bool
+
+
 async def answer_downlink_request(
     conn: Conn, device: str, sigfox_seq_number: int, now: float
 ) -> str | None:
     """The 16 hex digits of the downlink answering request (device, seqNumber), or None.
 
+    See :func:`answer_request`."""
+    return (await answer_request(conn, device, sigfox_seq_number, now)).frame_hex
+
+
+async def answer_request(
+    conn: Conn, device: str, sigfox_seq_number: int, now: float
+) -> RequestAnswer:
+    """Answer downlink request (device, seqNumber).
+
     A request already answered (a retry, a duplicate) gets the same answer and changes nothing.
     Otherwise, under the device's row lock: plan the downlink, mark its updates in flight, record
     the answer and a ``downlink_sent`` event. Concurrent requests for one device are serialised
     by the lock, so no update is sent twice and no seq is skipped or reused.
+
+    In pipeline mode this costs two round trips once the device has a config row: the lock,
+    the load and the recorded answer together, then the writes with the caller's commit.
     """
     device = device.upper()
     async with conn.transaction():
-        config = await rows.locked_config(conn, device, create=True)
-        answered = await rows.recorded_answer(conn, device, sigfox_seq_number, now)
+        config, answered = await rows.locked_config_and_answer(conn, device, sigfox_seq_number, now)
+        if config is None:  # the device's first change: create its row
+            config = await rows.locked_config(conn, device, create=True)
+            answered = await rows.recorded_answer(conn, device, sigfox_seq_number, now)
         if answered is not None:
-            return answered[0]
+            return RequestAnswer(answered[0], fresh=False)
         downlink = planning.plan_downlink(config, now)
         await rows.record_answer(conn, device, sigfox_seq_number, now, downlink)
         if downlink is None:
-            return None
+            return RequestAnswer(None, fresh=True)
         await rows.save(conn, device, config, planning.mark_sent(config, downlink, now))
         sent = {
             "seq": downlink.seq,
@@ -96,7 +122,7 @@ async def answer_downlink_request(
             "sigfox_seq_number": sigfox_seq_number,
         }
         await rows.write_events(conn, device, now, [("downlink_sent", sent)])
-    return downlink.frame_hex
+    return RequestAnswer(downlink.frame_hex, fresh=True)
 
 
 async def apply_ack_event(

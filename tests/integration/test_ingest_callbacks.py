@@ -513,11 +513,16 @@ def test_a_frame_after_the_window_is_new(ingest: Ingest) -> None:
 def test_unknown_and_inactive_devices_are_kept_on_dead_letter(ingest: Ingest) -> None:
     unknown = {**sample("sigfox-uplink.json"), "device": "abc999", "seqNumber": 106}
     inactive = {**sample("sigfox-uplink.json"), "device": SIGFOX_OFF, "seqNumber": 107}
+    # Downlink requests too: no downlink, and the uplink is dead-lettered all the same.
+    unknown_ack = {**unknown, "seqNumber": 108, "ack": True}
+    inactive_ack = {**inactive, "seqNumber": 109, "ack": True}
     ttn_unknown = _ttn()
     ttn_unknown["end_device_ids"] = {**ttn_unknown["end_device_ids"], "dev_eui": "00000000000000AA"}
     for path, body in (
         ("/callbacks/sigfox", unknown),
         ("/callbacks/sigfox", inactive),
+        ("/callbacks/sigfox", unknown_ack),
+        ("/callbacks/sigfox", inactive_ack),
         ("/callbacks/ttn", ttn_unknown),
     ):
         answer = ingest.post(path, body)
@@ -526,19 +531,20 @@ def test_unknown_and_inactive_devices_are_kept_on_dead_letter(ingest: Ingest) ->
         ingest.kafka,
         ingest.topic("dead-letter"),
         lambda v: v["device"] in ("ABC999", SIGFOX_OFF, "00000000000000AA"),
-        count=3,
+        count=5,
     )
-    errors = {v["device"]: v["error"] for v in dead}
+    errors = {(v["device"], v["meta"].get("seq")): v["error"] for v in dead}
     assert errors == {
-        "ABC999": "unknown_device",
-        SIGFOX_OFF: "inactive_device",
-        "00000000000000AA": "unknown_device",
+        ("ABC999", 106): "unknown_device",
+        (SIGFOX_OFF, 107): "inactive_device",
+        ("ABC999", 108): "unknown_device",
+        (SIGFOX_OFF, 109): "inactive_device",
+        ("00000000000000AA", None): "unknown_device",
     }
     by_device = {v["device"]: v for v in dead}
     assert by_device["ABC999"]["payload_hex"] == "010f08fc0906"  # the whole envelope is kept
-    assert by_device["ABC999"]["meta"]["seq"] == 106
     uplinks = ingest.messages("uplinks")
-    assert not [v for v in uplinks if v["device"] in errors]
+    assert not [v for v in uplinks if v["device"] in ("ABC999", SIGFOX_OFF)]
     assert metric("hivepipe_uplinks_rejected_total", source="sigfox", reason="unknown_device") >= 1
 
 

@@ -340,3 +340,22 @@ def test_plan_ranges_examples() -> None:
         ("points_hourly", 2 * 86_400, 2 * 86_400 + 3600),
         ("points", 2 * 86_400 + 3600, 2 * 86_400 + 5400.5),
     ]
+
+
+async def test_pools_prepare_statements_unless_told_not_to(migrated_url: str) -> None:
+    """A repeated statement is prepared on the connection (the downlink answer's halving);
+    ``prepare=False`` (HIVEPIPE_DB_PREPARE=false, old PgBouncer) never prepares one."""
+    from services.storage.db import open_pool
+
+    for prepare, expected in ((True, True), (False, False)):
+        pool = await open_pool(migrated_url, size=1, prepare=prepare)
+        try:
+            async with pool.connection() as conn:
+                for _ in range(8):
+                    await conn.execute("SELECT count(*) FROM devices WHERE id = %s", ("X",))
+                cur = await conn.execute("SELECT count(*) AS n FROM pg_prepared_statements")
+                row = await cur.fetchone()
+                assert row is not None
+                assert (row["n"] > 0) is expected
+        finally:
+            await pool.close()
