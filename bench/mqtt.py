@@ -1,8 +1,11 @@
-"""MQTT messages/s accepted: published at QoS 1, acknowledged by the adapter once on Kafka."""
+"""MQTT messages/s accepted: published at QoS 1, acknowledged by the adapter once on Kafka;
+then the time until the worker has stored every one of them (so that the next section starts
+on a drained pipeline, not behind this one's backlog)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from typing import Any
 
@@ -50,4 +53,25 @@ async def bench_mqtt(run: Running, n: int = 20_000, devices: int = 100) -> dict[
         client.loop_stop()
         client.disconnect()
         await ingest.stop()
-    return {"acked": float(ingest.stats.acked), "rate": ingest.stats.acked / elapsed}
+    stored = await _wait_stored(s.database_url, n, deadline=time.perf_counter() + 180)
+    return {
+        "acked": float(ingest.stats.acked),
+        "rate": ingest.stats.acked / elapsed,
+        "stored": float(stored),
+        "stored_rate": stored / (time.perf_counter() - started),
+    }
+
+
+async def _wait_stored(url: str, n: int, *, deadline: float) -> int:
+    """Wait until the ``n`` points of this run are stored (or the deadline); returns the count."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM points WHERE device LIKE 'mq-%%' AND time >= %s",
+                (dt.datetime.fromtimestamp(1_700_000_000, dt.UTC),),
+            )
+            row = await cur.fetchone()
+            count = int(row[0]) if row else 0
+            if count >= n or time.perf_counter() > deadline:
+                return count
+            await asyncio.sleep(0.2)

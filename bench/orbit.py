@@ -131,7 +131,7 @@ def _server_quantile(before: dict[float, float], after: dict[float, float], q: f
 async def bench_downlink_latency(
     run: Running,
     *,
-    devices: int = 250,
+    devices: int = 500,
     load_rate: float = 500.0,
     load_devices: int = 1000,
     requests_per_second: float = 25.0,
@@ -244,7 +244,7 @@ if __name__ == "__main__":
     from bench.env import running_pipeline
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--devices", type=int, default=250)
+    parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--rate", type=float, default=500.0)
     args = parser.parse_args()
     with running_pipeline() as running:
