@@ -191,7 +191,7 @@ NOTES = [
     "  batches them), and PostgreSQL's backends queueing for the CPU behind the worker and",
     "  tansu (`HIVEPIPE_BACKGROUND_NICE`). The load generator is niced too: it stands in for",
     "  the network servers, which are remote in production. `docs/orbit.md` has the steps.",
-    "  Its p99 varies from run to run: 13 to 31 ms when the section runs alone, 23 to 41 ms",
+    "  Its p99 varies from run to run: 13 to 47 ms when the section runs alone, 23 to 41 ms",
     "  in full runs (after the callback and MQTT floods): the 20 ms target is not met reliably.",
     "- Webhook deliveries are CPU-bound in the worker (aiohttp, the socket sends, the",
     "  signature); the frozen start-up heap and prepared statements took a quarter off",
