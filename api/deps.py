@@ -247,11 +247,16 @@ ManageKeys = Annotated[Principal, Depends(require("managekeys"))]
 ManageUsers = Annotated[Principal, Depends(require("manageusers"))]
 
 
+def device_not_found(device_id: str) -> ApiError:
+    """The 404 of a device that does not exist or that the caller may not see."""
+    return ApiError(404, "device_not_found", f"No device {device_id!r}.")
+
+
 async def device_or_404(conn: Conn, device_id: str, principal: Principal) -> dict[str, Any]:
     """The device if the principal may see it; else 404, exactly as for an unknown id."""
     row = await registry.visible_device(conn, device_id, principal)
     if row is None:
-        raise ApiError(404, "device_not_found", f"No device {device_id!r}.")
+        raise device_not_found(device_id)
     return row
 
 

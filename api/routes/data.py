@@ -7,9 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import ConnDep, ReadData, ReadDev
+from api.deps import ConnDep, ReadData, ReadDev, device_or_404
 from api.errors import ApiError
-from services import devices as registry
 from services.storage import points as store
 from services.storage.events import query_events
 
@@ -32,13 +31,6 @@ class DataPage(BaseModel):
     next: str | None
 
 
-async def _device(conn: ConnDep, device_id: str, principal: Any) -> dict[str, Any]:
-    row = await registry.visible_device(conn, device_id, principal)
-    if row is None:
-        raise ApiError(404, "device_not_found", f"No device {device_id!r}.")
-    return row
-
-
 def _metrics(metric: str | None) -> list[str] | None:
     return [m for m in metric.split(",") if m] if metric else None
 
@@ -56,7 +48,7 @@ async def get_data(
     order: Literal["desc", "asc"] = "desc",
 ) -> Any:
     """Data points of a device, newest first by default, with keyset cursor pagination."""
-    row = await _device(conn, device_id, principal)
+    row = await device_or_404(conn, device_id, principal)
     try:
         points, nxt = await store.query_points(
             conn,
@@ -85,7 +77,7 @@ async def get_aggregate(
     metric: str | None = None,
 ) -> Any:
     """Aggregates per time bucket (seconds), from the continuous aggregates where possible."""
-    row = await _device(conn, device_id, principal)
+    row = await device_or_404(conn, device_id, principal)
     rows = await store.aggregate_points(
         conn, row["id"], start=from_, end=to, metrics=_metrics(metric), bucket_seconds=bucket, fn=fn
     )
@@ -103,7 +95,7 @@ async def get_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """The device's events (decode errors, acks, downlinks, parameter changes), newest first."""
-    row = await _device(conn, device_id, principal)
+    row = await device_or_404(conn, device_id, principal)
     types = [t for t in type.split(",") if t] if type else None
     return {
         "events": await query_events(conn, row["id"], start=from_, end=to, types=types, limit=limit)
@@ -123,7 +115,7 @@ _STATE_SECTIONS = {
 @router.get("/{device_id}/state")
 async def get_state(device_id: str, principal: ReadData, conn: ConnDep, type: str = "all") -> Any:
     """The latest state a relay controller reported; ``type`` picks one section."""
-    row = await _device(conn, device_id, principal)
+    row = await device_or_404(conn, device_id, principal)
     if type != "all" and type not in _STATE_SECTIONS:
         raise ApiError(
             400,

@@ -12,6 +12,7 @@ from api.deps import (
     ReadDev,
     StorableText,
     WriteDev,
+    device_not_found,
     device_or_404,
     error_responses,
 )
@@ -116,7 +117,7 @@ async def update_device(
         conn, row["id"], name=body.name, active=body.active, owner_id=owner_id
     )
     if updated is None:  # deleted meanwhile
-        raise ApiError(404, "device_not_found", f"No device {device_id!r}.")
+        raise device_not_found(device_id)
     return registry.device_body(updated)
 
 
@@ -124,7 +125,7 @@ async def _set_active(conn: ConnDep, device_id: str, principal: Principal, activ
     row = await device_or_404(conn, device_id, principal)
     updated = await registry.update_device(conn, row["id"], active=active)
     if updated is None:
-        raise ApiError(404, "device_not_found", f"No device {device_id!r}.")
+        raise device_not_found(device_id)
     return registry.device_body(updated)
 
 

@@ -15,7 +15,14 @@ from prometheus_client import Histogram
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from api.context import ApiContext, Pool
-from api.deps import ConnDep, ContextDep, ReadOrbit, WriteOrbit, device_or_404
+from api.deps import (
+    ConnDep,
+    ContextDep,
+    ReadOrbit,
+    WriteOrbit,
+    device_not_found,
+    device_or_404,
+)
 from api.errors import ApiError
 from ingest.http import ingest_publisher, json_response
 from services import metrics
@@ -124,7 +131,7 @@ async def get_orbit_device(device_id: str, principal: ReadOrbit, conn: ConnDep) 
     try:
         return await orbit_view(conn, row["id"], _now())
     except UnknownDevice as exc:  # deleted meanwhile
-        raise ApiError(404, "device_not_found", f"No device {device_id!r}.") from exc
+        raise device_not_found(device_id) from exc
 
 
 @router.post(
@@ -150,7 +157,7 @@ async def queue_orbit_updates(
             422, "invalid_param", f"Nothing was queued: {exc.reason}.", details=details
         ) from exc
     except UnknownDevice as exc:
-        raise ApiError(404, "device_not_found", f"No device {device_id!r}.") from exc
+        raise device_not_found(device_id) from exc
     _wake_relay(ctx)
     return await orbit_view(conn, row["id"], now)
 
@@ -176,7 +183,7 @@ async def delete_orbit_pending(
             details=[{"field": "param", "message": exc.reason, "type": "invalid_param"}],
         ) from exc
     except UnknownDevice as exc:
-        raise ApiError(404, "device_not_found", f"No device {device_id!r}.") from exc
+        raise device_not_found(device_id) from exc
     if not deleted:
         raise ApiError(404, "nothing_pending", f"No update of {param!r} is pending.")
     _wake_relay(ctx)
