@@ -299,3 +299,30 @@ async def _timed_pair(
             if i >= 100:
                 sink.append(elapsed)
     return authed, bare
+
+
+async def command_records(api: Api, device: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The ``commands`` topic's records of ``device`` (each keyed by the device), waiting up to
+    ``timeout`` seconds for the first."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        api.settings.topic("commands"),
+        bootstrap_servers=api.settings.kafka,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not found:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    value = json.loads(record.value)
+                    if value["device"] == device:
+                        assert record.key == device.encode()
+                        found.append(value)
+    finally:
+        await consumer.stop()
+    return found

@@ -8,18 +8,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services import embedded
 from services.commands_out import parse_mqtt_url
 from services.kafka import ensure_topics
-from tests.api_support import Account, Api, api_on_new_schema, make_account, running_api
+from tests.api_support import (
+    Account,
+    Api,
+    api_on_new_schema,
+    command_records,
+    make_account,
+    running_api,
+)
 
 # shared/samples/relay-command.json
 SAMPLE = {
@@ -88,30 +92,6 @@ async def owner(api: Api) -> Account:
     return account
 
 
-async def _commands_topic(api: Api, device: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(
-        api.settings.topic("commands"),
-        bootstrap_servers=api.settings.kafka,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not found:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    value = orjson.loads(record.value)
-                    if value["device"] == device:
-                        assert record.key == device.encode()
-                        found.append(value)
-    finally:
-        await consumer.stop()
-    return found
-
-
 async def test_command_reaches_a_subscriber_after_puback_and_is_recorded(
     api: Api, owner: Account, subscriber: Subscriber
 ) -> None:
@@ -126,7 +106,7 @@ async def test_command_reaches_a_subscriber_after_puback_and_is_recorded(
     assert message.qos == 1
     assert not message.retain
     assert json.loads(message.payload) == SAMPLE["payload"]
-    [record] = await _commands_topic(api, device)
+    [record] = await command_records(api, device)
     assert set(record) == {"id", "device", "kind", "payload", "requested", "outcome"}
     assert record["kind"] == "command"
     assert record["payload"] == SAMPLE["payload"]
@@ -204,7 +184,7 @@ async def test_broker_unreachable_is_503_within_the_bounded_wait(api: Api, tmp_p
         assert time.monotonic() - started < 3
         assert answer.status_code == 503
         assert answer.json()["error"]["code"] == "broker_unavailable"
-        [record] = await _commands_topic(down, f"relay-d{account.user_id}")
+        [record] = await command_records(down, f"relay-d{account.user_id}")
         assert record["outcome"]["status"] == "failed"
         ready = await down.client.get("/readyz")
         assert ready.json()["checks"].get("mqtt") is False

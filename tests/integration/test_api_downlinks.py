@@ -7,9 +7,7 @@ import base64
 import time
 from collections.abc import AsyncIterator, Iterator
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from services import embedded
@@ -19,6 +17,7 @@ from tests.api_support import (
     Api,
     RecordingServer,
     api_on_new_schema,
+    command_records,
     make_account,
     running_api,
 )
@@ -112,7 +111,7 @@ async def test_tts_push_exact_request_and_recorded_answer(
     listing = await tts.client.get(f"/v1/devices/{dev_eui}/downlinks", headers=owner.headers)
     assert listing.status_code == 200
     assert listing.json() == {"downlinks": [body]}
-    records = await _commands(tts, dev_eui)
+    records = await command_records(tts, dev_eui)
     assert [r["kind"] for r in records] == ["downlink"]
     assert records[0]["payload"] == {
         "id": body["id"],
@@ -279,22 +278,3 @@ async def test_unreachable_or_unconfigured_network_server_is_503(tts: Api) -> No
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"]["code"] == code
             assert "127.0.0.1" not in answer.text  # no internals in the message
-
-
-async def _commands(api: Api, device: str, timeout: float = 10.0) -> list[dict[str, object]]:
-    consumer = AIOKafkaConsumer(
-        api.settings.topic("commands"),
-        bootstrap_servers=api.settings.kafka,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
-    await consumer.start()
-    found: list[dict[str, object]] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not found:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                found += [v for r in records if (v := orjson.loads(r.value))["device"] == device]
-    finally:
-        await consumer.stop()
-    return found
