@@ -46,8 +46,14 @@ async def _purge_dedup(ctx: ApiContext) -> None:
                 await dedup.purge(conn, ctx.settings.dedup_window_seconds)
 
 
-def create_app(settings: Settings, *, publisher: Publisher | None = None) -> FastAPI:
-    """Build the API for ``settings``; the lifespan opens the pool and the Kafka producer."""
+def create_app(
+    settings: Settings, *, publisher: Publisher | None = None, settle_heap: bool = False
+) -> FastAPI:
+    """Build the API for ``settings``; the lifespan opens the pool and the Kafka producer.
+
+    ``settle_heap``: once started, freeze the process's heap (:func:`services.runtime.
+    settle_heap`); for the API's own process (``hivepipe api``), not a host that embeds it.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,7 +93,8 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> Fas
             await extension(ctx)
         app.state.ctx = ctx
         purge = asyncio.create_task(_purge_dedup(ctx))
-        runtime.settle_heap()  # full GC pauses were the downlink answer's p99 (services/runtime)
+        if settle_heap:  # full GC pauses were the downlink answer's p99 (services/runtime)
+            runtime.settle_heap()
         try:
             yield
         finally:

@@ -45,7 +45,7 @@ def api() -> None:
 
     settings = _settings()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, settle_heap=True),
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",
