@@ -1,14 +1,13 @@
 """Orbit store against a real PostgreSQL: the full cycle, replays, locking, the budget.
 
-URL from ``HIVEPIPE_TEST_DATABASE_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``);
-each module run gets its own schema, dropped afterwards.
+On the suite's PostgreSQL (``pg_server``: ``HIVEPIPE_TEST_DATABASE_URL`` or one it starts); each
+module run gets its own schema, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from services.orbit import InvalidParam, decode_downlink
 from services.orbit.store import (
@@ -29,10 +27,9 @@ from services.orbit.store import (
     orbit_view,
     register,
 )
+from services.storage.db import connection_kwargs
+from tests.conftest import drop_schema, new_schema
 
-DATABASE_URL = os.environ.get(
-    "HIVEPIPE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 MIGRATIONS = Path(__file__).parents[2] / "services" / "storage" / "migrations"
 SAMPLES = Path(__file__).parents[3] / "shared" / "samples"
 T = 1700000000.0
@@ -41,33 +38,24 @@ DAY = 86400.0
 Conn = psycopg.AsyncConnection[Any]
 
 
-async def _connect(schema: str) -> Conn:
-    # As the application's pool opens them (services.storage.db.open_pool): dict rows.
-    conn = await psycopg.AsyncConnection.connect(
-        DATABASE_URL, autocommit=True, row_factory=dict_row, prepare_threshold=None
-    )
-    await conn.execute(f'SET search_path TO "{schema}"')
-    return conn
+async def _connect(url: str) -> Conn:
+    # As the application's pools open them (services.storage.db.open_pool).
+    return await psycopg.AsyncConnection.connect(url, **connection_kwargs())
 
 
 @pytest.fixture(scope="module")
-async def schema() -> AsyncIterator[str]:
-    name = f"orbit_test_{secrets.token_hex(4)}"
+async def schema(pg_server: str) -> AsyncIterator[str]:
+    """The URL of a schema of this module's own, with the core and Orbit tables."""
+    name, url = new_schema(pg_server)
     try:
-        admin = await psycopg.AsyncConnection.connect(DATABASE_URL, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL at {DATABASE_URL}: {exc}")
-    async with admin:
-        await admin.execute(f'CREATE SCHEMA "{name}"')
-        await admin.execute(f'SET search_path TO "{name}"')
-        await admin.execute((MIGRATIONS / "0001_core.sql").read_text())
-        for _ in range(2):  # idempotent
-            await admin.execute((MIGRATIONS / "0003_orbit.sql").read_text())
-        await admin.execute("INSERT INTO users (username) VALUES ('orbit-owner')")
-        try:
-            yield name
-        finally:
-            await admin.execute(f'DROP SCHEMA "{name}" CASCADE')
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+            await admin.execute((MIGRATIONS / "0001_core.sql").read_text())
+            for _ in range(2):  # idempotent
+                await admin.execute((MIGRATIONS / "0003_orbit.sql").read_text())
+            await admin.execute("INSERT INTO users (username) VALUES ('orbit-owner')")
+        yield url
+    finally:
+        drop_schema(pg_server, name)
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
 """Point storage and queries against a real PostgreSQL (no TimescaleDB: the plain fallback).
 
-The database comes from ``HIVEPIPE_TEST_DATABASE_URL`` (default: the local trust-auth server);
+The database is the suite's (``pg_server``: ``HIVEPIPE_TEST_DATABASE_URL``, or one it starts);
 each module run gets its own schema, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -18,7 +16,6 @@ import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from psycopg import sql
 
 from services.events import DataPoint
 from services.storage.points import (
@@ -35,47 +32,39 @@ from services.storage.points import (
     store_points,
     store_state,
 )
+from tests.conftest import drop_schema, new_schema
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CORE_SQL = Path(__file__).resolve().parents[2] / "services/storage/migrations/0001_core.sql"
 BASE = 1_790_000_000.0  # a Unix time well inside the supported range, not aligned to an hour
 
 
 @pytest.fixture(scope="module")
-async def pg_schema() -> AsyncIterator[tuple[str, str]]:
-    url = os.environ.get("HIVEPIPE_TEST_DATABASE_URL", DEFAULT_URL)
+async def pg_schema(pg_server: str) -> AsyncIterator[str]:
+    """The URL of a schema of this module's own, with the core tables."""
+    name, url = new_schema(pg_server)
     try:
-        admin = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {url}: {exc}")
-    schema = f"test_points_{uuid.uuid4().hex[:10]}"
-    await admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        async with await _connect(url, schema) as conn:
+        async with await _connect(url) as conn:
             await conn.execute(CORE_SQL.read_text())
-        yield url, schema
+        yield url
     finally:
-        await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-        await admin.close()
+        drop_schema(pg_server, name)
 
 
 @pytest.fixture(scope="module")
-async def conn(pg_schema: tuple[str, str]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await _connect(*pg_schema) as c:
+async def conn(pg_schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async with await _connect(pg_schema) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-async def other_conn(pg_schema: tuple[str, str]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+async def other_conn(pg_schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A second session, to write while the first one pages."""
-    async with await _connect(*pg_schema) as c:
+    async with await _connect(pg_schema) as c:
         yield c
 
 
-async def _connect(url: str, schema: str) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(
-        url, autocommit=True, options=f"-c search_path={schema}"
-    )
+async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(url, autocommit=True)
 
 
 def make_points(

@@ -9,9 +9,7 @@ against Python. PGlite has one connection, so the whole module shares one sessio
 from __future__ import annotations
 
 import math
-import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,12 +28,12 @@ from services.storage.points import (
     store_state,
 )
 from services.storage.timescale import apply_timescale, has_timescale
+from tests.conftest import drop_schema, new_schema
 from tests.timescale_server import TimescaleUnavailable, aconnect, start_server
 
 pytestmark = pytest.mark.timescale
 
 CORE_SQL = Path(__file__).resolve().parents[2] / "services/storage/migrations/0001_core.sql"
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SCHEMA = "ts_points"
 DEVICES = ("TS-A", "TS-B", "TS-C")
 DAY = 86_400
@@ -69,24 +67,15 @@ async def ts(timescale_url: str) -> AsyncIterator[Conn]:
 
 
 @pytest.fixture(scope="module")
-async def pg() -> AsyncIterator[Conn]:
+async def pg(pg_server: str) -> AsyncIterator[Conn]:
     """The same schema on the plain PostgreSQL, as the reference."""
-    url = os.environ.get("HIVEPIPE_TEST_DATABASE_URL", DEFAULT_PG_URL)
+    name, url = new_schema(pg_server)
     try:
-        admin = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"reference PostgreSQL not reachable at {url}: {exc}")
-    schema = f"test_ts_ref_{uuid.uuid4().hex[:10]}"
-    await admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        async with await psycopg.AsyncConnection.connect(
-            url, autocommit=True, options=f"-c search_path={schema}"
-        ) as conn:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await conn.execute(CORE_SQL.read_text())
             yield conn
     finally:
-        await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-        await admin.close()
+        drop_schema(pg_server, name)
 
 
 async def rows(conn: Conn, query: str, params: Any = None) -> list[tuple[Any, ...]]:
