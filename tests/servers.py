@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from services import embedded
 
@@ -74,3 +75,21 @@ def _container(kind: str) -> Iterator[str]:
 
         with DockerContainer("eclipse-mosquitto:2").with_exposed_ports(1883) as mq:
             yield f"mqtt://{mq.get_container_host_ip()}:{mq.get_exposed_port(1883)}"
+
+
+@asynccontextmanager
+async def http_receiver(handle: Callable[[Any], Awaitable[Any]]) -> AsyncIterator[int]:
+    """An aiohttp server on 127.0.0.1 (a free port) passing every POST to ``handle``; yields
+    the port (a webhook receiver for the tests)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()

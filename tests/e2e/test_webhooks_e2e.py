@@ -26,6 +26,7 @@ from services.codecs import decode_uplink
 from services.events import TOPIC_DEAD_LETTER, UplinkEnvelope
 from services.webhooks import message_id
 from tests.api_support import Account, connect, make_account
+from tests.servers import http_receiver
 from tests.stack import (
     Stack,
     eventually,
@@ -103,15 +104,9 @@ class Receiver:
 @pytest.fixture(scope="module")
 async def receiver() -> AsyncIterator[Receiver]:
     state = Receiver()
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", state.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield state
-    await runner.cleanup()
+    async with http_receiver(state.handle) as port:
+        state.port = port
+        yield state
 
 
 # --- The stack ---------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ from services.webhooks.store import (
     schedule_redelivery,
     webhook_body,
 )
+from tests.servers import http_receiver
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
@@ -424,15 +425,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     state = Receiver()
-    app = web.Application()
-    app.router.add_route("POST", "/{tail:.*}", state.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield state, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with http_receiver(state.handle) as port:
+        yield state, f"http://127.0.0.1:{port}"
 
 
 async def read_topic(bootstrap: str, topic: str, want: int) -> list[Any]:
