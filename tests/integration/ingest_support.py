@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -24,15 +23,9 @@ from services.events import ALL_TOPICS
 from services.kafka import ensure_topics
 from services.settings import Settings
 from services.storage.db import migrate
+from tests.samples import sample as sample
 
 T = TypeVar("T")
-
-#: ``shared/`` lies beside the repository (here and in CI's clone).
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
-
-
-def sample(name: str) -> dict[str, Any]:
-    return orjson.loads((SAMPLES / name).read_bytes())
 
 
 def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:

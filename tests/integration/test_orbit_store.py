@@ -7,7 +7,6 @@ module run gets its own schema, dropped afterwards.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,9 +28,9 @@ from services.orbit.store import (
 )
 from services.storage.db import connection_kwargs
 from tests.conftest import drop_schema, new_schema
+from tests.samples import sample
 
 MIGRATIONS = Path(__file__).parents[2] / "services" / "storage" / "migrations"
-SAMPLES = Path(__file__).parents[3] / "shared" / "samples"
 T = 1700000000.0
 DAY = 86400.0
 
@@ -83,7 +82,7 @@ async def events(conn: Conn, device: str) -> list[tuple[str, dict[str, Any]]]:
 
 async def test_full_cycle_register_downlink_replay_ack(conn: Conn) -> None:
     device = await new_device(conn)
-    expected = json.loads((SAMPLES / "sigfox-downlink-answer.json").read_text())["1A2B3C"]
+    expected = sample("sigfox-downlink-answer.json")["1A2B3C"]
 
     outcomes = await register(conn, device, {"sample_interval": 30, "led": 1}, T)
     frame = await answer_downlink_request(conn, device, 2, T + 600)

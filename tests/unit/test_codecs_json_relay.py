@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ from services.codecs.orbit import decode_orbit
 from services.codecs.relay import decode_relay_controller, decode_relay_state
 from services.commands import CommandInvalid, validate_command
 from services.events import DataPoint, UplinkEnvelope
+from tests.samples import sample
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 T = 1700000123.5
 
 
@@ -40,7 +39,7 @@ def mqtt(payload: Any, kind: str | None = "up", device: str = "DEV-1") -> Uplink
 
 
 def relay_state_sample() -> dict[str, Any]:
-    report: dict[str, Any] = json.loads((SAMPLES / "relay-state.json").read_text())
+    report: dict[str, Any] = sample("relay-state.json")
     return report
 
 
@@ -227,7 +226,7 @@ def test_relay_controller_refuses_an_unknown_kind(kind: str | None) -> None:
 
 
 def test_command_sample_is_published_as_is() -> None:
-    payload = json.loads((SAMPLES / "relay-command.json").read_text())["payload"]
+    payload = sample("relay-command.json")["payload"]
 
     assert validate_command(payload) == payload
 

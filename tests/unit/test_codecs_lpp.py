@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +13,8 @@ from hypothesis import strategies as st
 from services.codecs import Decoded, DecodeError, decode_uplink
 from services.codecs.lpp import LPP_TYPES, decode_lpp
 from services.events import DataPoint, UplinkEnvelope
+from tests.samples import sample
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 T = 1700000000.123
 
 
@@ -58,16 +56,16 @@ def test_spec_example() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sample", "payload_path"),
+    ("name", "payload_path"),
     [
         ("ttn-uplink.json", ("uplink_message", "frm_payload")),
         ("chirpstack-up.json", ("data",)),
     ],
 )
 def test_network_server_samples_give_the_two_temperatures(
-    sample: str, payload_path: tuple[str, ...]
+    name: str, payload_path: tuple[str, ...]
 ) -> None:
-    body = json.loads((SAMPLES / sample).read_text())
+    body = sample(name)
     for key in payload_path:
         body = body[key]
     payload_hex = base64.b64decode(body).hex()

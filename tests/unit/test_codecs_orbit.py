@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +13,8 @@ from hypothesis import strategies as st
 from services.codecs import Decoded, DecodeError, decode_uplink
 from services.codecs.orbit import decode_orbit
 from services.events import DataPoint, UplinkEnvelope
+from tests.samples import sample
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 T = 1700000000.0
 
 
@@ -74,7 +72,7 @@ def test_spec_example_frame_gives_two_points_oldest_first() -> None:
 
 
 def test_sigfox_uplink_sample_decodes_as_its_readme_says() -> None:
-    body = json.loads((SAMPLES / "sigfox-uplink.json").read_text())
+    body = sample("sigfox-uplink.json")
 
     decoded = decode_uplink("orbit-t", envelope(body["data"], received=float(body["time"])))
 
@@ -85,7 +83,7 @@ def test_sigfox_uplink_sample_decodes_as_its_readme_says() -> None:
 
 
 def test_quoted_downlink_request_sample_payload_is_a_one_sample_batch() -> None:
-    body = json.loads((SAMPLES / "sigfox-downlink-request-quoted.json").read_text())
+    body = sample("sigfox-downlink-request-quoted.json")
 
     decoded = decode_orbit(envelope(body["data"], received=float(body["time"])))
 

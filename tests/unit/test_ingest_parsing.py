@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,12 +17,7 @@ from services.ingest.lorawan import base64_to_hex, parse_rfc3339
 from services.ingest.mqtt import Rejected, mqtt_uplink, parse_topic, subscriptions
 from services.ingest.sigfox import SigfoxCallback
 from services.ingest.ttn import TtnDownlinkReport, TtnUplink, message_type
-
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
-
-
-def sample(name: str) -> dict[str, Any]:
-    return orjson.loads((SAMPLES / name).read_bytes())
+from tests.samples import sample
 
 
 def points(model: str, envelope: UplinkEnvelope) -> list[tuple[float, str, float]]:

@@ -5,9 +5,7 @@ The stateful property test is in ``test_orbit_queue_stateful.py``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -28,8 +26,8 @@ from services.orbit import (
     register_updates,
     render_view,
 )
+from tests.samples import sample
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 T = 1700000000.0
 DAY = 86400.0
 
@@ -74,7 +72,7 @@ def test_spec_downlink_example_seq_7() -> None:
 
 
 def test_sample_answer_is_the_first_downlink_of_a_device() -> None:
-    expected = json.loads((SAMPLES / "sigfox-downlink-answer.json").read_text())
+    expected = sample("sigfox-downlink-answer.json")
     config = queued(DeviceConfig.new("orbit-t"), led=1, sample_interval=30)
 
     downlink = plan_downlink(config, T)
