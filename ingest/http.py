@@ -154,7 +154,6 @@ async def accept(ctx: ApiContext, envelope: UplinkEnvelope, dedup_key: str) -> A
         publisher=ingest_publisher(ctx),
         topic=ctx.settings.topic(TOPIC_UPLINKS),
         window_seconds=ctx.settings.dedup_window_seconds,
-        directory=ctx.directory,
         dead_letter_topic=ctx.settings.topic(TOPIC_DEAD_LETTER),
     )
 

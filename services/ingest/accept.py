@@ -77,27 +77,29 @@ async def accept_uplink(
     publisher: Publisher,
     topic: str,
     window_seconds: int,
-    directory: DeviceDirectory | None = None,
     dead_letter_topic: str | None = None,
 ) -> Accepted:
     """Publish ``envelope`` once per ``dedup_key`` within the window; raises PublishFailed.
 
-    With a ``directory`` (and ``dead_letter_topic``), the uplink of an unknown or deactivated
-    device goes to ``dead-letter`` instead (still deduplicated, still answered as accepted).
+    With a ``dead_letter_topic``, the uplink of an unknown or deactivated device goes there
+    instead (still deduplicated, still answered as accepted); the device is checked in the
+    claim's own statement, so a callback costs one database round trip.
     Database errors propagate (psycopg.Error): the caller answers 503.
     """
     metrics.UPLINKS_RECEIVED.labels(envelope.source).inc()
     problem: str | None = None
     async with pool.connection(timeout=DB_TIMEOUT) as conn:
-        if not await dedup.claim(conn, dedup_key, window_seconds):
+        if dead_letter_topic is None:
+            claimed = await dedup.claim(conn, dedup_key, window_seconds)
+        else:
+            claimed, active = await dedup.claim_checking_device(
+                conn, dedup_key, window_seconds, envelope.device
+            )
+            if claimed and not active:
+                problem = "unknown_device" if active is None else "inactive_device"
+        if not claimed:
             metrics.UPLINKS_DUPLICATE.labels(envelope.source).inc()
             return Accepted(True, await dedup.previous_response(conn, dedup_key))
-        if directory is not None and dead_letter_topic is not None:
-            try:
-                problem = await device_problem(conn, directory, envelope.device)
-            except BaseException:
-                await dedup.release(conn, dedup_key)
-                raise
     started = time.perf_counter()
     try:
         if problem is None:

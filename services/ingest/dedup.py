@@ -31,6 +31,15 @@ _CLAIM = CLAIM_UPSERT.format(
 )
 
 
+# The claim and the device's state in one statement (one round trip per callback): ``claimed``,
+# and ``active`` (NULL for an unknown device). The data-modifying CTE runs whatever the device.
+_CLAIM_CHECKING_DEVICE = f"""
+WITH claimed AS ({_CLAIM})
+SELECT EXISTS (SELECT FROM claimed) AS claimed,
+       (SELECT active FROM devices WHERE id = %(device)s) AS active
+"""  # noqa: S608 (a fixed fragment, no input)
+
+
 async def claim(conn: AsyncConnection[Row], key: str, window_seconds: int) -> bool:
     """True when this uplink is new (or its last sighting is older than the window).
 
@@ -40,6 +49,18 @@ async def claim(conn: AsyncConnection[Row], key: str, window_seconds: int) -> bo
     """
     cur = await conn.execute(_CLAIM, {"key": key, "window": window_seconds})
     return await cur.fetchone() is not None
+
+
+async def claim_checking_device(
+    conn: AsyncConnection[Row], key: str, window_seconds: int, device: str
+) -> tuple[bool, bool | None]:
+    """:func:`claim`, and whether ``device`` is active (None: unknown), in one round trip."""
+    cur = await conn.execute(
+        _CLAIM_CHECKING_DEVICE, {"key": key, "window": window_seconds, "device": device}
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return bool(row["claimed"]), row["active"]
 
 
 async def release(conn: AsyncConnection[Row], key: str) -> None:
