@@ -7,14 +7,17 @@ transaction on one connection, and never waits for Kafka:
    kept, the caller dead-letters the uplink as for any callback);
 2. claim the uplink's dedup key (``sigfox:{device}:{seqNumber}``, as for any Sigfox uplink) and,
    if it is new, put its envelope in the outbox for ``uplinks`` (one statement);
-3. answer with :func:`services.orbit.store.answer_request` (idempotent per (device,
+3. answer with :func:`services.orbit.store.answer_request_in` (idempotent per (device,
    seqNumber): a retry or a duplicate gets the same frame, or again no downlink);
 4. for a new downlink (not one recorded for this request before), put its ``downlink_sent``
    event in the outbox for ``device-events``.
 
-In pipeline mode that is two round trips: 1, 2 and the store's reads travel together, then the
-writes with the commit. Each round trip is a wait on a busy event loop and a busy CPU, which is
-what the answer's p99 is made of under load (``docs/orbit.md``).
+That is two round trips: ``BEGIN``, 1, 2 and the store's reads travel together in one pipeline,
+then the writes with the ``COMMIT``. The transaction is opened and closed by statements, not
+by ``conn.transaction()``: in pipeline mode psycopg's transaction blocks (and the savepoint of
+a nested one) each wait for a server round trip, which made this eight round trips. Each round
+trip is a wait on a busy event loop and a busy CPU, which is what the answer's p99 is made of
+under load (``docs/orbit.md``).
 
 The commit is synchronous (durable): once answered, the uplink and the downlink are on disk,
 and the outbox relay publishes them. A duplicate changes and publishes nothing.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from services import outbox
@@ -93,30 +97,53 @@ async def answer_downlink_request(
     device = envelope.device.upper()
     sigfox_seq = int(envelope.meta["seq"])
     _, value = envelope_message(envelope)
-    # Pipeline mode: a statement whose result is not needed yet goes with the next one that is.
-    async with conn.pipeline(), conn.transaction():
-        async with conn.cursor(row_factory=tuple_row) as known:
-            await known.execute(_DEVICE, (device,))
-            claim = await conn.execute(
-                _CLAIM_AND_KEEP,
-                {
-                    "key": dedup_key,
-                    "window": window_seconds,
-                    "topic": TOPIC_UPLINKS,
-                    "device": device,
-                    "value": value,
-                },
+    try:
+        # Pipeline mode: a statement whose result is not needed yet goes with the next one that
+        # is; nothing waits for the server but the store's reads and the final sync (COMMIT).
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            answer = await _answer_in_transaction(
+                conn, device, sigfox_seq, now, dedup_key, window_seconds, value
             )
-            try:
-                answer = await store.answer_request(conn, device, sigfox_seq, now)
-            except UnknownDevice:
-                answer = store.RequestAnswer(None, fresh=False)
-            row = await known.fetchone()  # came with the store's first read
-        if row is None or not row[0]:
-            # Rolls the transaction back: no claim, no answer recorded.
-            raise DeviceUnavailable("unknown_device" if row is None else "inactive_device")
-        if answer.frame_hex is not None and answer.fresh:
-            event = downlink_sent_event(device, answer.frame_hex, sigfox_seq, now)
-            await outbox.add_events(conn, TOPIC_DEVICE_EVENTS, [event])
-        fresh = await claim.fetchone() is not None
+            await conn.execute("COMMIT")
+    except BaseException:
+        # Unavailable device, database error, cancellation: nothing is kept.
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            await conn.rollback()
+        raise
+    return answer
+
+
+async def _answer_in_transaction(
+    conn: Conn,
+    device: str,
+    sigfox_seq: int,
+    now: float,
+    dedup_key: str,
+    window_seconds: int,
+    value: bytes,
+) -> DownlinkAnswer:
+    async with conn.cursor(row_factory=tuple_row) as known:
+        await known.execute(_DEVICE, (device,))
+        claim = await conn.execute(
+            _CLAIM_AND_KEEP,
+            {
+                "key": dedup_key,
+                "window": window_seconds,
+                "topic": TOPIC_UPLINKS,
+                "device": device,
+                "value": value,
+            },
+        )
+        try:
+            answer = await store.answer_request_in(conn, device, sigfox_seq, now)
+        except UnknownDevice:  # not an Orbit device: no downlink, nothing written
+            answer = store.RequestAnswer(None, fresh=False)
+        row = await known.fetchone()  # came with the store's first read
+    if row is None or not row[0]:
+        raise DeviceUnavailable("unknown_device" if row is None else "inactive_device")
+    if answer.frame_hex is not None and answer.fresh:
+        event = downlink_sent_event(device, answer.frame_hex, sigfox_seq, now)
+        await outbox.add_events(conn, TOPIC_DEVICE_EVENTS, [event])
+    fresh = await claim.fetchone() is not None
     return DownlinkAnswer(frame_hex=answer.frame_hex, duplicate=not fresh)

@@ -2,9 +2,10 @@
 
 Each function runs in its own transaction (``conn.transaction()``: a savepoint when the caller
 already opened one, so it may also run inside the caller's; give it an autocommit connection
-otherwise). A change locks the device's ``orbit_config`` row (``SELECT ... FOR UPDATE``), loads
-its :class:`DeviceConfig`, applies one pure rule of ``queue``/``planning``, writes what changed
-and one ``device_events`` row per outcome. The rules live in the pure modules, not here.
+otherwise); the ``*_in`` variants run in the caller's open transaction instead. A change locks
+the device's ``orbit_config`` row (``SELECT ... FOR UPDATE``), loads its :class:`DeviceConfig`,
+applies one pure rule of ``queue``/``planning``, writes what changed and one ``device_events``
+row per outcome. The rules live in the pure modules, not here.
 
 Schema: ``services/storage/migrations/0003_orbit.sql``. Device ids are upper-cased (Sigfox ids
 are upper-case hex). Times are Unix seconds; pass the uplink's network time where it says so.
@@ -30,6 +31,7 @@ __all__ = [
     "UnknownDevice",
     "answer_downlink_request",
     "answer_request",
+    "answer_request_in",
     "apply_ack_event",
     "delete_pending",
     "load_config",
@@ -92,36 +94,45 @@ async def answer_downlink_request(
 async def answer_request(
     conn: Conn, device: str, sigfox_seq_number: int, now: float
 ) -> RequestAnswer:
-    """Answer downlink request (device, seqNumber).
+    """Answer downlink request (device, seqNumber), in its own transaction (a savepoint in the
+    caller's): see :func:`answer_request_in`."""
+    async with conn.transaction():
+        return await answer_request_in(conn, device, sigfox_seq_number, now)
+
+
+async def answer_request_in(
+    conn: Conn, device: str, sigfox_seq_number: int, now: float
+) -> RequestAnswer:
+    """Answer downlink request (device, seqNumber) in the caller's open transaction.
 
     A request already answered (a retry, a duplicate) gets the same answer and changes nothing.
     Otherwise, under the device's row lock: plan the downlink, mark its updates in flight, record
     the answer and a ``downlink_sent`` event. Concurrent requests for one device are serialised
     by the lock, so no update is sent twice and no seq is skipped or reused.
 
-    In pipeline mode this costs two round trips once the device has a config row: the lock,
-    the load and the recorded answer together, then the writes with the caller's commit.
+    In pipeline mode this waits for one round trip once the device has a config row (the lock,
+    the load and the recorded answer travel together); the writes go with the caller's commit.
+    Raises :class:`UnknownDevice` before writing anything.
     """
     device = device.upper()
-    async with conn.transaction():
-        config, answered = await rows.locked_config_and_answer(conn, device, sigfox_seq_number, now)
-        if config is None:  # the device's first change: create its row
-            config = await rows.locked_config(conn, device, create=True)
-            answered = await rows.recorded_answer(conn, device, sigfox_seq_number, now)
-        if answered is not None:
-            return RequestAnswer(answered[0], fresh=False)
-        downlink = planning.plan_downlink(config, now)
-        await rows.record_answer(conn, device, sigfox_seq_number, now, downlink)
-        if downlink is None:
-            return RequestAnswer(None, fresh=True)
-        await rows.save(conn, device, config, planning.mark_sent(config, downlink, now))
-        sent = {
-            "seq": downlink.seq,
-            "frame": downlink.frame_hex,
-            "params": {name: from_raw(name, raw) for name, raw in downlink.updates},
-            "sigfox_seq_number": sigfox_seq_number,
-        }
-        await rows.write_events(conn, device, now, [("downlink_sent", sent)])
+    config, answered = await rows.locked_config_and_answer(conn, device, sigfox_seq_number, now)
+    if config is None:  # the device's first change: create its row
+        config = await rows.locked_config(conn, device, create=True)
+        answered = await rows.recorded_answer(conn, device, sigfox_seq_number, now)
+    if answered is not None:
+        return RequestAnswer(answered[0], fresh=False)
+    downlink = planning.plan_downlink(config, now)
+    await rows.record_answer(conn, device, sigfox_seq_number, now, downlink)
+    if downlink is None:
+        return RequestAnswer(None, fresh=True)
+    await rows.save(conn, device, config, planning.mark_sent(config, downlink, now))
+    sent = {
+        "seq": downlink.seq,
+        "frame": downlink.frame_hex,
+        "params": {name: from_raw(name, raw) for name, raw in downlink.updates},
+        "sigfox_seq_number": sigfox_seq_number,
+    }
+    await rows.write_events(conn, device, now, [("downlink_sent", sent)])
     return RequestAnswer(downlink.frame_hex, fresh=True)
 
 
