@@ -105,7 +105,9 @@ def _load_process(
     # shared box it yields the CPU to the system under test (it still keeps its rate: the
     # load_* figures say so).
     os.nice(10)
-    return asyncio.run(_post_load(base_url, token, ids, rate, duration, seq_base))
+    import uvloop
+
+    return uvloop.run(_post_load(base_url, token, ids, rate, duration, seq_base))
 
 
 async def _histogram(client: httpx.AsyncClient) -> dict[float, float]:

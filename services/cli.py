@@ -58,12 +58,10 @@ def worker() -> None:
     """Run the Faust worker (decode, store, Orbit acks, webhooks)."""
     import asyncio
 
-    import faust
-
     from services.events import ALL_TOPICS
     from services.kafka import ensure_topics
     from services.runtime import lower_priority
-    from stream.app import create_app
+    from stream.app import Worker, create_app
 
     settings = _settings()
     assert settings.kafka, "HIVEPIPE_KAFKA is required"
@@ -76,7 +74,7 @@ def worker() -> None:
 
         start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     faust_app = create_app(settings)
-    faust.Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
 @ingest_app.command("mqtt")

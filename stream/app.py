@@ -33,6 +33,19 @@ class HivepipeApp(faust.App):
         await self.resources.close()
 
 
+class Worker(faust.Worker):
+    """Faust's worker without its terminal spinner.
+
+    To spin on every log record, Faust sets the root logger to DEBUG when the level is WARNING
+    or above: every ``log.debug`` in aiokafka and Faust (one per message produced) then builds a
+    record that the handler drops, about 8 % of the worker's CPU under load.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+
 def ready_file(settings: Settings, pid: int | None = None) -> Path:
     """The file a worker touches once its first rebalance is complete."""
     return settings.data_dir / "ready" / f"worker-{pid or os.getpid()}"

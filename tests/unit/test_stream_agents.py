@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import orjson
 
 from services.events import UplinkEnvelope, dumps
+from services.settings import Settings
 from stream.agents import read_envelopes
+from stream.app import Worker, create_app
 
 
 def test_unreadable_values_become_dead_letters() -> None:
@@ -16,3 +21,19 @@ def test_unreadable_values_become_dead_letters() -> None:
     first = orjson.loads(bad[0][1])
     assert first["raw"] == "{not json"
     assert first["error"].startswith("unreadable")
+
+
+def test_worker_logging_keeps_the_level(tmp_path: Path) -> None:
+    """At WARNING, Faust's spinner would set the root logger to DEBUG (a record per message)."""
+    settings = Settings(embedded=True, database_url="-", kafka="127.0.0.1:9", data_dir=tmp_path)
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        worker = Worker(create_app(settings), loglevel="warning", quiet=True)
+        worker._setup_logging()
+        assert root.level == logging.WARNING
+        assert not logging.getLogger("aiokafka.producer.producer").isEnabledFor(logging.DEBUG)
+        assert worker.spinner is None
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
