@@ -75,7 +75,8 @@ def section_orbit(run: Running, args: argparse.Namespace, figures: Figures) -> N
     figures.add(
         "Sigfox downlink answer p50 / p99 (under ~500 callbacks/s)",
         f"{result['p50_ms']:.1f} / {result['p99_ms']:.1f} ms",
-        f"load completed {result['load_completed_per_s']:,.0f}/s; target p99 < 20 ms",
+        f"load completed {result['load_completed_per_s']:,.0f}/s, CPUs"
+        f" {result['machine_busy']:.0%} busy; target p99 < 20 ms",
     )
 
 

@@ -11,7 +11,8 @@ is spawned, so call this from a script guarded by ``if __name__ == "__main__"``.
 The downlink requests are sent open-loop at a fixed rate; only answers received while the load
 was still running count (``downlinks_under_load``). The ``load_*`` figures say what the load
 really was: offered and completed rate, and the plain callbacks' own latency, the yardstick of
-how busy the API was.
+how busy the API was. ``machine_busy`` is the share of the machine's CPU time that was busy
+while the downlink requests ran (every process: the pipeline, its servers, the load, the bench).
 """
 
 from __future__ import annotations
@@ -108,6 +109,19 @@ def _load_process(
     import uvloop
 
     return uvloop.run(_post_load(base_url, token, ids, rate, duration, seq_base))
+
+
+def cpu_busy() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, from ``/proc/stat`` (jiffies)."""
+    fields = [float(v) for v in open("/proc/stat").readline().split()[1:]]  # noqa: SIM115
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(start: tuple[float, float], end: tuple[float, float]) -> float:
+    """The share of the machine's CPU time that was busy between two :func:`cpu_busy`."""
+    total = end[1] - start[1]
+    return (end[0] - start[0]) / total if total > 0 else float("nan")
 
 
 async def _histogram(client: httpx.AsyncClient) -> dict[float, float]:
@@ -217,11 +231,13 @@ async def bench_downlink_latency(
                     (after_load if load.done() else latencies).append(elapsed)
 
             started = loop.time()
+            cpu_start = cpu_busy()
             tasks = []
             for n, (device, round_) in enumerate(requests):
                 await asyncio.sleep(max(0.0, started + n / requests_per_second - loop.time()))
                 tasks.append(asyncio.create_task(request(device, round_)))
             await asyncio.gather(*tasks)
+            machine_busy = busy_share(cpu_start, cpu_busy())
         load_figures = await load
         pool.shutdown()
         after = await _histogram(admin)
@@ -242,6 +258,7 @@ async def bench_downlink_latency(
         "load_backlog_at_end": load_figures["backlog_at_end"],
         "load_callback_p50_ms": load_figures["p50_ms"],
         "load_callback_p99_ms": load_figures["p99_ms"],
+        "machine_busy": machine_busy,
     }
 
 

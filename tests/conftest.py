@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pytest
 
 from tests.servers import server_url
+
+MIGRATIONS = Path(__file__).parents[1] / "services" / "storage" / "migrations"
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +50,21 @@ def new_schema(base: str) -> tuple[str, str]:
 def drop_schema(base: str, name: str) -> None:
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@asynccontextmanager
+async def schema_with(base: str, migrations: Sequence[str], owner: str) -> AsyncIterator[str]:
+    """The URL of a fresh schema with these migration files applied in order and a user
+    ``owner``; dropped after."""
+    name, url = new_schema(base)
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+            for migration in migrations:
+                await admin.execute((MIGRATIONS / migration).read_text())
+            await admin.execute("INSERT INTO users (username) VALUES (%s)", (owner,))
+        yield url
+    finally:
+        drop_schema(base, name)
 
 
 @pytest.fixture

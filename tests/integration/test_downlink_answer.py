@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,9 +23,8 @@ from services.ingest import dedup
 from services.orbit.downlink_answer import DeviceUnavailable, answer_downlink_request
 from services.orbit.store import register
 from services.storage.db import connection_kwargs
-from tests.conftest import drop_schema, new_schema
+from tests.conftest import schema_with
 
-MIGRATIONS = Path(__file__).parents[2] / "services" / "storage" / "migrations"
 T = 1700000000.0
 
 Conn = psycopg.AsyncConnection[Any]
@@ -34,15 +32,9 @@ Conn = psycopg.AsyncConnection[Any]
 
 @pytest.fixture(scope="module")
 async def schema(pg_server: str) -> AsyncIterator[str]:
-    name, url = new_schema(pg_server)
-    try:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
-            for migration in ("0001_core.sql", "0003_orbit.sql", "0006_outbox.sql"):
-                await admin.execute((MIGRATIONS / migration).read_text())
-            await admin.execute("INSERT INTO users (username) VALUES ('answer-owner')")
+    migrations = ("0001_core.sql", "0003_orbit.sql", "0006_outbox.sql")
+    async with schema_with(pg_server, migrations, "answer-owner") as url:
         yield url
-    finally:
-        drop_schema(pg_server, name)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,10 +26,9 @@ from services.orbit.store import (
     register,
 )
 from services.storage.db import connection_kwargs
-from tests.conftest import drop_schema, new_schema
+from tests.conftest import schema_with
 from tests.samples import sample
 
-MIGRATIONS = Path(__file__).parents[2] / "services" / "storage" / "migrations"
 T = 1700000000.0
 DAY = 86400.0
 
@@ -44,17 +42,11 @@ async def _connect(url: str) -> Conn:
 
 @pytest.fixture(scope="module")
 async def schema(pg_server: str) -> AsyncIterator[str]:
-    """The URL of a schema of this module's own, with the core and Orbit tables."""
-    name, url = new_schema(pg_server)
-    try:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
-            await admin.execute((MIGRATIONS / "0001_core.sql").read_text())
-            for _ in range(2):  # idempotent
-                await admin.execute((MIGRATIONS / "0003_orbit.sql").read_text())
-            await admin.execute("INSERT INTO users (username) VALUES ('orbit-owner')")
+    """The URL of a schema of this module's own, with the core and Orbit tables (the Orbit
+    migration applied twice: it is idempotent)."""
+    migrations = ("0001_core.sql", "0003_orbit.sql", "0003_orbit.sql")
+    async with schema_with(pg_server, migrations, "orbit-owner") as url:
         yield url
-    finally:
-        drop_schema(pg_server, name)
 
 
 @pytest.fixture
