@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
+import stamina
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.progress import Progress
 
@@ -43,11 +44,17 @@ async def register_devices(client: httpx.AsyncClient, key: str, count: int) -> l
     ids = [f"B{i:05X}" for i in range(count)]
     sem = asyncio.Semaphore(32)
 
+    # Idempotent (201, then 409): a request lost with its connection is sent again (once, a
+    # keep-alive connection closed under a request failed a whole `make bench` section).
+    @stamina.retry(on=httpx.TransportError, attempts=3, wait_initial=0.2)
+    async def post(device: str) -> httpx.Response:
+        return await client.post(
+            "/v1/devices", json={"id": device, "model": "orbit-t"}, headers={"X-API-Key": key}
+        )
+
     async def one(device: str) -> None:
         async with sem:
-            r = await client.post(
-                "/v1/devices", json={"id": device, "model": "orbit-t"}, headers={"X-API-Key": key}
-            )
+            r = await post(device)
             assert r.status_code in (201, 409), r.text
 
     await asyncio.gather(*(one(d) for d in ids))
