@@ -65,6 +65,13 @@ def error_response(
     return OrjsonResponse({"error": body}, status_code=status, headers=headers)
 
 
+def api_error_response(exc: ApiError) -> OrjsonResponse:
+    """The contract's body for an :class:`ApiError`."""
+    return error_response(
+        exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers, extra=exc.extra
+    )
+
+
 def _clean_details(errors: Any) -> list[dict[str, Any]]:
     details = []
     for err in errors:
@@ -84,14 +91,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> OrjsonResponse:
-        return error_response(
-            exc.status,
-            exc.code,
-            exc.message,
-            details=exc.details,
-            headers=exc.headers,
-            extra=exc.extra,
-        )
+        return api_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:

@@ -28,6 +28,7 @@ from api.routes import (
     users,
     webhooks,
 )
+from api.shortcuts import CallbackShortcut
 from ingest import http as callbacks
 from services import runtime
 from services.ingest import dedup
@@ -114,6 +115,7 @@ def create_app(
     )
     errors.install(app)
     api_deps.install(app)
+    app.add_middleware(CallbackShortcut)  # inside the body limit, outside everything else
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     for router in (ops.router, callbacks.router, devices.router, data.router):
         app.include_router(router)
