@@ -6,7 +6,7 @@ hands them straight to the route functions FastAPI would call (``ingest.http``),
 context and the same error bodies. The routes stay declared, so the OpenAPI document and the
 behaviour are unchanged; what the shortcut skips (matching the path against every route,
 dependency resolution, the exception and exit-stack middlewares, the rate-limit header wrapper:
-callbacks are not rate limited) was about a fifth of the API's CPU per callback.
+callbacks are not rate limited) was about a quarter of the API's CPU per callback.
 
 The body limit still applies (the shortcut sits inside it), and an unexpected exception still
 reaches the app's 500 handler.

@@ -44,8 +44,8 @@ async def register_devices(client: httpx.AsyncClient, key: str, count: int) -> l
     ids = [f"B{i:05X}" for i in range(count)]
     sem = asyncio.Semaphore(32)
 
-    # Idempotent (201, then 409): a request lost with its connection is sent again (once, a
-    # keep-alive connection closed under a request failed a whole `make bench` section).
+    # Idempotent (201, then 409): a request lost with its connection is sent again, up to twice
+    # (once, a connection closed under a request failed a whole `make bench` section).
     @stamina.retry(on=httpx.TransportError, attempts=3, wait_initial=0.2)
     async def post(device: str) -> httpx.Response:
         return await client.post(

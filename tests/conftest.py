@@ -5,15 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 import pytest
 
+from services.storage.db import MIGRATIONS_DIR
 from tests.servers import server_url
-
-MIGRATIONS = Path(__file__).parents[1] / "services" / "storage" / "migrations"
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +58,7 @@ async def schema_with(base: str, migrations: Sequence[str], owner: str) -> Async
     try:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
             for migration in migrations:
-                await admin.execute((MIGRATIONS / migration).read_text())
+                await admin.execute((MIGRATIONS_DIR / migration).read_text())
             await admin.execute("INSERT INTO users (username) VALUES (%s)", (owner,))
         yield url
     finally:
