@@ -62,9 +62,22 @@ async def register_devices(client: httpx.AsyncClient, key: str, count: int) -> l
 
 
 async def drive_callbacks(
-    run: Running, n: int, *, devices: int = 1000, concurrency: int = 64, figures: Figures
+    run: Running,
+    n: int,
+    *,
+    devices: int = 1000,
+    concurrency: int = 64,
+    figures: Figures,
+    rate: float | None = None,
+    seq_base: int = 0,
 ) -> dict[str, float]:
-    """Post ``n`` callbacks, wait until every point is stored; returns the pipeline rates."""
+    """Post ``n`` callbacks, wait until every point is stored; returns the pipeline rates.
+
+    Without ``rate`` the callbacks go as fast as ``concurrency`` connections allow (a flood:
+    the latency is then mostly the age of the backlog); with it they are sent open-loop at
+    ``rate`` per second. ``seq_base``: the first Sigfox seqNumber, so that a second run on one
+    pipeline sends new uplinks, not duplicates. Only the points of this run's callbacks count.
+    """
     s = run.settings
     # aiohttp, not httpx, drives the load: httpx's pool costs more CPU than the API under test.
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -96,9 +109,9 @@ async def drive_callbacks(
                     for record in records:
                         value = orjson.loads(record.value)
                         points = value["points"]
-                        stored_points += len(points)
                         key = (value["device"], float(points[-1]["time"]))
                         if key in sent_at:
+                            stored_points += len(points)
                             latencies.append(value["stored"] - sent_at.pop(key))
                 if stored_points >= 4 * n:
                     done.set()
@@ -113,9 +126,11 @@ async def drive_callbacks(
             async def post(i: int) -> None:
                 nonlocal accepted
                 device = ids[i % len(ids)]
-                seq = i // len(ids)
+                seq = seq_base + i // len(ids)
                 t = base_time + seq * 600
                 body = {"device": device, "time": t, "data": frame(i), "seqNumber": seq}
+                if rate:
+                    await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
                 async with sem:
                     sent_at[(device, float(t))] = time.time()
                     async with client.post(
