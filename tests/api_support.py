@@ -25,6 +25,7 @@ from api.deps import PrincipalDep
 from services.accounts import add_user
 from services.auth.keys import issue_key, key_scopes
 from services.settings import Settings
+from tests.schemas import check as check_schema
 from tests.stack import stack_settings
 
 
@@ -302,8 +303,8 @@ async def _timed_pair(
 
 
 async def command_records(api: Api, device: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The ``commands`` topic's records of ``device`` (each keyed by the device), waiting up to
-    ``timeout`` seconds for the first."""
+    """The ``commands`` topic's records of ``device`` (each keyed by the device, each checked
+    against the topic's documented schema), waiting up to ``timeout`` seconds for the first."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -322,6 +323,7 @@ async def command_records(api: Api, device: str, timeout: float = 10.0) -> list[
                     value = json.loads(record.value)
                     if value["device"] == device:
                         assert record.key == device.encode()
+                        check_schema("commands", value)
                         found.append(value)
     finally:
         await consumer.stop()

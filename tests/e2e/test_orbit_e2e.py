@@ -9,6 +9,7 @@ from typing import Any
 
 from services.events import TOPIC_DEVICE_EVENTS, TOPIC_UPLINKS
 from tests.orbit_support import Message, of, read_until
+from tests.schemas import check as check_schema
 from tests.stack import Stack, eventually
 
 
@@ -115,6 +116,8 @@ async def test_queue_downlink_ack_cycle(stack: Stack) -> None:
         m for m in await read_until(stack.settings, TOPIC_DEVICE_EVENTS, complete) if of(device)(m)
     ]
     assert [m["type"] for m in events] == expected
+    for event in events:  # what a subscriber reads matches the documented schema
+        check_schema("device-events", event)
     assert events[2]["frame"] == "a20101001e060001"
     assert (events[3]["seq"], events[3]["uplink_seq"]) == (1, 101)
     assert {(m["param"], m["value"], m["seq"]) for m in events[4:]} == {

@@ -144,6 +144,9 @@ async def test_tts_clear_replaces_the_queue_with_nothing(
     assert request.body == {"downlinks": []}
     listing = await tts.client.get(f"/v1/devices/{dev_eui}/downlinks", headers=owner.headers)
     assert {d["status"] for d in listing.json()["downlinks"]} == {"cleared"}
+    records = await command_records(tts, dev_eui)  # each checked against the topic's schema
+    assert [r["kind"] for r in records] == ["downlink", "downlink", "downlink_clear"]
+    assert records[-1]["outcome"]["status"] == "cleared"
 
 
 async def test_network_server_errors_are_recorded_and_reported(
