@@ -70,7 +70,7 @@ def validate_new_device(device_id: str, model: str) -> tuple[str, str]:
     if canonical.lower() in RESERVED_IDS:
         raise InvalidDevice(f"{canonical!r} is reserved")
     pattern = _HEX_ID.get(network, _MQTT_ID)
-    if not pattern.match(canonical):
+    if not pattern.fullmatch(canonical):
         what = {
             "sigfox": "a Sigfox id (1 to 8 hex digits)",
             "lorawan": "a DevEUI (16 hex digits)",

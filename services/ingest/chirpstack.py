@@ -34,7 +34,7 @@ class DeviceInfo(_Model):
     @field_validator("dev_eui")
     @classmethod
     def _dev_eui(cls, value: str) -> str:
-        if not DEV_EUI.match(value):
+        if not DEV_EUI.fullmatch(value):
             raise ValueError("devEui must be 16 hexadecimal digits")
         return value.upper()
 

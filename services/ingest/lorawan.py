@@ -24,7 +24,7 @@ def parse_rfc3339(value: str) -> float:
 
     Raises ValueError for anything else, or a time before 1970 or after 2105.
     """
-    match = _RFC3339.match(value.strip())
+    match = _RFC3339.fullmatch(value.strip())
     if match is None:
         raise ValueError(f"not an RFC 3339 time: {value[:40]!r}")
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))

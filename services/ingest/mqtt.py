@@ -42,7 +42,7 @@ def parse_topic(topic: str, prefix: str) -> tuple[str, str] | None:
     if not topic.startswith(head):
         return None
     parts = topic[len(head) :].split("/")
-    if len(parts) != 2 or parts[1] not in KINDS or not DEVICE_ID.match(parts[0]):
+    if len(parts) != 2 or parts[1] not in KINDS or not DEVICE_ID.fullmatch(parts[0]):
         return None
     return parts[0], parts[1]
 

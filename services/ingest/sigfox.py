@@ -34,14 +34,14 @@ class SigfoxCallback(BaseModel):
     @field_validator("device")
     @classmethod
     def _device_hex(cls, value: str) -> str:
-        if not _HEX.match(value):
+        if not _HEX.fullmatch(value):
             raise ValueError("device must be a hexadecimal Sigfox id")
         return value.upper()
 
     @field_validator("data")
     @classmethod
     def _data_hex(cls, value: str) -> str:
-        if not _HEX.match(value) or len(value) % 2:
+        if not _HEX.fullmatch(value) or len(value) % 2:
             raise ValueError("data must be an even number of hexadecimal digits (0..12 bytes)")
         return value.lower()
 

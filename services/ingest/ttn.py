@@ -62,7 +62,7 @@ class EndDeviceIds(_Model):
     @field_validator("dev_eui")
     @classmethod
     def _dev_eui(cls, value: str | None) -> str | None:
-        if value is not None and not DEV_EUI.match(value):
+        if value is not None and not DEV_EUI.fullmatch(value):
             raise ValueError("dev_eui must be 16 hexadecimal digits")
         return None if value is None else value.upper()
 

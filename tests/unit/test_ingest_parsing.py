@@ -65,6 +65,8 @@ def test_sigfox_quoted_values() -> None:
         ({"device": "1A2B3G"}, "device"),
         ({"device": "123456789"}, "device"),
         ({"device": ""}, "device"),
+        ({"device": "1A2B3C\n"}, "device"),
+        ({"data": "010f08fc0906\n"}, "data"),
         ({"data": "0"}, "data"),
         ({"data": "zz"}, "data"),
         ({"data": "00" * 13}, "data"),
@@ -145,6 +147,13 @@ def test_ttn_requires_a_dev_eui() -> None:
     with pytest.raises(ValidationError) as info:
         TtnUplink.model_validate(body)
     assert info.value.errors()[0]["loc"] == ("end_device_ids",)
+
+
+def test_ttn_refuses_a_dev_eui_with_a_trailing_newline() -> None:
+    body = sample("ttn-uplink.json")
+    body["end_device_ids"]["dev_eui"] += "\n"
+    with pytest.raises(ValidationError):
+        TtnUplink.model_validate(body)
 
 
 def test_ttn_downlink_failed_event() -> None:
@@ -285,7 +294,14 @@ def test_base64() -> None:
 def test_mqtt_topics() -> None:
     assert parse_topic("devices/sensor-1/up", "devices") == ("sensor-1", "up")
     assert parse_topic("site/a/devices/relay.7/state", "site/a/devices") == ("relay.7", "state")
-    for bad in ("devices/x/down", "devices//up", "devices/a/b/up", "other/x/up", "devices/é/up"):
+    for bad in (
+        "devices/x/down",
+        "devices//up",
+        "devices/a/b/up",
+        "other/x/up",
+        "devices/é/up",
+        "devices/x\n/up",
+    ):
         assert parse_topic(bad, "devices") is None
     assert subscriptions("devices", group="hivepipe") == [
         "$share/hivepipe/devices/+/up",
