@@ -126,7 +126,7 @@ async def create_device(
     canonical, network = validate_new_device(device_id, model)
     cur = await conn.execute(
         "INSERT INTO devices (id, name, model, network, owner_id) VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (id) DO NOTHING RETURNING id",
+        " ON CONFLICT DO NOTHING RETURNING id",  # the id, in any case, is taken
         (canonical, name, model, network, owner_id),
     )
     if await cur.fetchone() is None:
@@ -144,9 +144,8 @@ async def get_device_row(conn: AsyncConnection[Row], device_id: str) -> Row | No
     """A device with its owner's name and account, whoever may see it."""
     if not plausible_id(device_id):
         return None
-    cur = await conn.execute(
-        _SELECT + " WHERE d.id = %s OR d.id = upper(%s)", (device_id, device_id)
-    )
+    # Case-insensitive (api-contract.md); unique by the index devices_id_ci, which this uses.
+    cur = await conn.execute(_SELECT + " WHERE upper(d.id) = upper(%s)", (device_id,))
     return await cur.fetchone()
 
 

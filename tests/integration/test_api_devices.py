@@ -178,6 +178,44 @@ async def test_another_hierarchy_is_invisible(api: Api, integrator: Account) -> 
     assert other_user.username not in taken.text
 
 
+async def test_ids_are_compared_case_insensitively(api: Api, integrator: Account) -> None:
+    other = await make_account(api.database_url, integrator=True)
+    created = await api.client.post(
+        "/v1/devices", json={"id": "Case-Dev", "model": "json"}, headers=other.headers
+    )
+    assert created.status_code == 201
+    # Another hierarchy cannot register the same id in another case, nor see the device.
+    for taken_id in ("case-dev", "CASE-DEV"):
+        taken = await api.client.post(
+            "/v1/devices", json={"id": taken_id, "model": "json"}, headers=integrator.headers
+        )
+        assert taken.status_code == 409, taken.text
+        assert taken.json()["error"]["code"] == "device_exists"
+        hidden = await api.client.get(f"/v1/devices/{taken_id}", headers=integrator.headers)
+        assert hidden.status_code == 404
+    # Its owner finds it in any case, and it keeps the case it was registered with.
+    for asked in ("case-dev", "CASE-DEV", "Case-Dev"):
+        got = await api.client.get(f"/v1/devices/{asked}", headers=other.headers)
+        assert got.status_code == 200, asked
+        assert got.json()["id"] == "Case-Dev"
+    patched = await api.client.patch(
+        "/v1/devices/case-dev", json={"name": "renamed"}, headers=other.headers
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["name"] == "renamed"
+    # A hex id in lower case is the upper-case device.
+    sigfox = await api.client.post(
+        "/v1/devices", json={"id": "c0ffee", "model": "orbit-t"}, headers=other.headers
+    )
+    assert sigfox.json()["id"] == "C0FFEE"
+    got = await api.client.get("/v1/devices/c0ffee", headers=other.headers)
+    assert got.json()["id"] == "C0FFEE"
+    deleted = await api.client.delete("/v1/devices/case-DEV", headers=other.headers)
+    assert deleted.status_code == 204
+    gone = await api.client.get("/v1/devices/Case-Dev", headers=other.headers)
+    assert gone.status_code == 404
+
+
 async def test_export_csv(api: Api, integrator: Account) -> None:
     h = integrator.headers
     await api.client.post(
