@@ -31,6 +31,7 @@ from services.auth.keys import Principal, find_principal
 from services.auth.last_used import LastUsed
 from services.commands_out import CommandPublisher, NoBroker, PahoCommandPublisher
 from services.network_servers import NetworkServer
+from services.storage.db import REQUEST_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ ContextDep = Annotated[ApiContext, Depends(get_context)]
 
 
 async def get_conn(ctx: ContextDep) -> AsyncIterator[Conn]:
-    async with ctx.pool.connection() as conn:
+    async with ctx.pool.connection(timeout=REQUEST_TIMEOUT) as conn:
         yield conn
 
 
@@ -160,7 +161,7 @@ async def authenticate(ctx: ApiContext, key: str | None) -> Principal:
     """The key's principal; 401 for a missing, unknown, expired or revoked key."""
     if not key:
         raise ApiError(401, "missing_api_key", "An API key is required (X-API-Key header).")
-    async with ctx.pool.connection() as conn:
+    async with ctx.pool.connection(timeout=REQUEST_TIMEOUT) as conn:
         principal = await find_principal(conn, key)
     if principal is None:
         raise ApiError(401, "invalid_api_key", "The API key is not valid.")

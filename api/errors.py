@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -107,6 +108,16 @@ def install(app: FastAPI) -> None:
         code = _DEFAULT_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(psycopg.OperationalError)  # PoolTimeout included
+    async def _database_away(_: Request, exc: psycopg.OperationalError) -> OrjsonResponse:
+        log.warning("request refused, database unavailable: %r", exc)
+        return error_response(
+            503,
+            "database_unavailable",
+            "The database is unavailable; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> OrjsonResponse:

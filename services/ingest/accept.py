@@ -22,6 +22,7 @@ from services.events import DeviceEvent, UplinkEnvelope, dumps
 from services.ingest import dedup
 from services.ingest.topics import TopicRepair as TopicRepair  # re-exported (stream/orbit.py)
 from services.kafka import Message, Publisher
+from services.storage.db import REQUEST_TIMEOUT
 from services.storage.events import store_events
 
 Row = dict[str, Any]
@@ -30,7 +31,7 @@ Pool = AsyncConnectionPool[AsyncConnection[Row]]
 log = logging.getLogger(__name__)
 
 #: How long a callback waits for a database connection before answering 503.
-DB_TIMEOUT = 5.0
+DB_TIMEOUT = REQUEST_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,10 @@ _MIGRATION_LOCK = 0x68697665706970
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]
 
+#: How long a request (an API call, a network callback) waits for a pooled connection before it
+#: is answered 503: the database is away, or every connection is busy.
+REQUEST_TIMEOUT = 5.0
+
 
 async def open_pool(
     url: str, *, size: int = 8, name: str = "hivepipe", prepare: bool = True
