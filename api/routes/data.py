@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import ConnDep, ReadData, ReadDev, device_or_404
+from api.deps import ConnDep, ReadData, ReadDev, StorableText, device_or_404
 from api.errors import ApiError
 from services.storage import points as store
 from services.storage.events import query_events
@@ -42,7 +42,7 @@ async def get_data(
     conn: ConnDep,
     from_: Annotated[float | None, Query(alias="from", ge=0, le=32_503_680_000)] = None,
     to: Timestamp = None,
-    metric: str | None = None,
+    metric: StorableText | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     cursor: str | None = None,
     order: Literal["desc", "asc"] = "desc",
@@ -74,7 +74,7 @@ async def get_aggregate(
     fn: Literal["avg", "min", "max", "count"] = "avg",
     from_: Annotated[float | None, Query(alias="from", ge=0, le=32_503_680_000)] = None,
     to: Timestamp = None,
-    metric: str | None = None,
+    metric: StorableText | None = None,
 ) -> Any:
     """Aggregates per time bucket (seconds), from the continuous aggregates where possible."""
     row = await device_or_404(conn, device_id, principal)
@@ -91,7 +91,7 @@ async def get_events(
     conn: ConnDep,
     from_: Annotated[float | None, Query(alias="from", ge=0, le=32_503_680_000)] = None,
     to: Timestamp = None,
-    type: str | None = None,
+    type: StorableText | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     """The device's events (decode errors, acks, downlinks, parameter changes), newest first."""

@@ -283,6 +283,8 @@ def decode_cursor(cursor: str, order: Order) -> tuple[datetime, str]:
         raise InvalidCursor("malformed cursor") from exc
     if isinstance(micros, bool) or not isinstance(micros, int) or not isinstance(metric, str):
         raise InvalidCursor("malformed cursor")
+    if "\x00" in metric:  # no metric holds one (PostgreSQL text cannot)
+        raise InvalidCursor("malformed cursor")
     if flag != order[0]:
         raise InvalidCursor(f"cursor was not made for order={order!r}")
     try:

@@ -4,6 +4,7 @@ hierarchy's objects 404 exactly like unknown ones, and no error leaks SQL, paths
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -215,7 +216,18 @@ async def test_hostile_input_never_500_and_never_leaks(world: World) -> None:
     client = world.api.client
     statuses = []
     cases_sent = []
+    mine = await client.post(
+        "/v1/devices", json={"id": "a-nul-device", "model": "json"}, headers=JSON_H
+    )
+    assert mine.status_code in (201, 409), mine.text
+    # A cursor of the right shape whose metric holds a NUL: [1, "a\u0000b", "d"].
+    nul_cursor = base64.urlsafe_b64encode(b'[1,"a\\u0000b","d"]').decode().rstrip("=")
     for method, path, kwargs in (
+        ("GET", "/v1/devices/a-nul-device/data?metric=%00", {}),
+        ("GET", "/v1/devices/a-nul-device/data?metric=a,b%00", {}),
+        ("GET", "/v1/devices/a-nul-device/data/aggregate?bucket=60&metric=%00", {}),
+        ("GET", "/v1/devices/a-nul-device/events?type=%00", {}),
+        ("GET", f"/v1/devices/a-nul-device/data?cursor={nul_cursor}", {}),
         ("GET", "/v1/devices/%00", {}),
         ("GET", "/v1/devices/" + "A" * 5000, {}),
         ("GET", "/v1/devices/'; DROP TABLE devices; --", {}),
