@@ -227,7 +227,7 @@ class _Schema(strawberry.Schema):
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         for error in errors:
-            if error.original_error is not None and not isinstance(error.original_error, Refused):
+            if _kind(error) == "internal":
                 log.error("GraphQL resolver failed", exc_info=error.original_error)
 
 
@@ -243,12 +243,24 @@ schema = _Schema(
 )
 
 
+def _kind(error: GraphQLError) -> str:
+    """``refused`` (a resolver's :class:`Refused`), ``invalid`` (the request: syntax,
+    validation, a variable of the wrong type; such errors have no path, being found before any
+    field runs) or ``internal`` (a field's resolver failed)."""
+    if isinstance(error.original_error, Refused):
+        return "refused"
+    if error.original_error is None or not error.path:
+        return "invalid"
+    return "internal"
+
+
 def _error(error: GraphQLError) -> dict[str, Any]:
-    original = error.original_error
-    if original is None:
+    kind = _kind(error)
+    if kind == "invalid":
         code, message = "invalid_query", error.message
-    elif isinstance(original, Refused):
-        code, message = original.code, str(original)
+    elif kind == "refused":
+        assert isinstance(error.original_error, Refused)
+        code, message = error.original_error.code, str(error.original_error)
     else:
         code, message = "internal_error", "An internal error occurred."
     body: dict[str, Any] = {"message": message, "extensions": {"code": code}}
@@ -275,7 +287,8 @@ class GraphQLResponse(BaseModel):
     )
 
 
-@router.post("/graphql", response_model=GraphQLResponse)
+@router.post("/v1/graphql", response_model=GraphQLResponse)
+@router.post("/graphql", response_model=GraphQLResponse, summary="Graphql (alias of /v1/graphql)")
 async def graphql(
     body: GraphQLRequest,
     principal: PrincipalDep,

@@ -172,6 +172,25 @@ async def test_graphql_errors_leak_nothing_and_auth_is_rest_auth(api: Api) -> No
     assert body["errors"][0]["extensions"]["code"] == "device_not_found"
 
 
+async def test_v1_path_and_variables_of_the_wrong_type(api: Api) -> None:
+    account = await make_account(api.database_url)
+    query = "query($id: String!) { device(id: $id) { id } }"
+    # The contract's path (/v1/graphql) and the older /graphql answer alike.
+    for path in ("/v1/graphql", "/graphql"):
+        answer = await api.client.post(
+            path, json={"query": query, "variables": {"id": "NONE"}}, headers=account.headers
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"data": {"device": None}}
+    assert (await api.client.post("/v1/graphql", json={"query": query})).status_code == 401
+    # A variable of the wrong type is the request's fault, said as such, not an internal error.
+    body = await gql(api, account, query, id=5)
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "invalid_query"
+    assert "$id" in error["message"]
+    assert body["data"] is None
+
+
 async def test_usage_counts_api_requests_per_user_and_day(api: Api) -> None:
     integrator = await make_account(api.database_url, integrator=True)
     user = await make_account(
