@@ -32,25 +32,33 @@ class BodyLimitMiddleware:
                     await self._refuse(scope, receive, send)
                     return
         received = 0
-        started = False
+        started = too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    too_large = True
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if too_large:
+                # Whatever the app answered to the interrupted body (FastAPI catches any error
+                # while it parses one, and answers 400), the answer is 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(scope, receive, send)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not started:
                 await self._refuse(scope, receive, send)
