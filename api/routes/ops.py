@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ContextDep
+from api.errors import error_response
 from api.responses import OrjsonResponse
 
 router = APIRouter(tags=["operations"])
@@ -25,7 +26,20 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     responses={
         200: {"description": "every dependency answers"},
-        503: {"description": "a dependency is down (same body, status unavailable)"},
+        503: {
+            "description": "a dependency is down: the error body, with the checks",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "error": {
+                            "code": "not_ready",
+                            "message": "Not ready: database unreachable.",
+                            "checks": {"database": False, "kafka": True},
+                        }
+                    }
+                }
+            },
+        },
     },
 )
 async def readyz(ctx: ContextDep) -> Any:
@@ -42,10 +56,12 @@ async def readyz(ctx: ContextDep) -> Any:
     mqtt_check = ctx.extras.get("mqtt_ready")
     if mqtt_check is not None:
         checks["mqtt"] = bool(await mqtt_check())
-    ok = all(checks.values())
-    return OrjsonResponse(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
-    )
+    down = [name for name, up in checks.items() if not up]
+    if down:
+        return error_response(
+            503, "not_ready", f"Not ready: {', '.join(down)} unreachable.", extra={"checks": checks}
+        )
+    return OrjsonResponse({"status": "ok", "checks": checks})
 
 
 @router.get(

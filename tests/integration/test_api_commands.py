@@ -187,4 +187,7 @@ async def test_broker_unreachable_is_503_within_the_bounded_wait(api: Api, tmp_p
         [record] = await command_records(down, f"relay-d{account.user_id}")
         assert record["outcome"]["status"] == "failed"
         ready = await down.client.get("/readyz")
-        assert ready.json()["checks"].get("mqtt") is False
+        assert ready.status_code == 503
+        assert ready.json()["error"]["code"] == "not_ready"
+        assert ready.json()["error"]["message"] == "Not ready: mqtt unreachable."
+        assert ready.json()["error"]["checks"]["mqtt"] is False

@@ -33,6 +33,10 @@ async def test_database_away_is_503_then_served_again(
                     assert answer.status_code == 503, answer.text
                     assert answer.json()["error"]["code"] == "database_unavailable"
                     assert answer.headers["retry-after"] == "5"
+                ready = await api.client.get("/readyz")
+                assert ready.status_code == 503
+                assert ready.json()["error"]["code"] == "not_ready"
+                assert ready.json()["error"]["checks"]["database"] is False
                 proxy.restore()
                 deadline = time.monotonic() + 20
                 while True:
@@ -40,5 +44,6 @@ async def test_database_away_is_503_then_served_again(
                     if answer.status_code == 200 or time.monotonic() > deadline:
                         break
                 assert answer.status_code == 200, answer.text
+                assert (await api.client.get("/readyz")).json()["status"] == "ok"
     finally:
         drop_schema(pg_server, name)
