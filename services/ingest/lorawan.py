@@ -56,11 +56,18 @@ def base64_to_hex(value: str) -> str:
 def best_reception(
     receptions: list[tuple[str | None, float | None, float | None]],
 ) -> dict[str, object]:
-    """``gateway``/``rssi``/``snr`` of the strongest reception (by RSSI), for the envelope meta."""
+    """``gateway``/``rssi``/``snr`` of the strongest reception (by RSSI), for the envelope meta.
+
+    Both network servers write Protobuf JSON, which leaves out zero values: a reception with an
+    RSSI and no SNR had an SNR of 0 dB. One with neither (forwarded without metadata, such as
+    TTN's Packet Broker) has unknown values, which stay out of the meta.
+    """
     meta: dict[str, object] = {}
     if not receptions:
         return meta
     gateway, rssi, snr = max(receptions, key=lambda r: -1e9 if r[1] is None else r[1])
+    if rssi is not None and snr is None:
+        snr = 0.0
     for key, value in (("gateway", gateway), ("rssi", rssi), ("snr", snr)):
         if value is not None:
             meta[key] = value

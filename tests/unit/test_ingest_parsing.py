@@ -141,6 +141,20 @@ def test_ttn_best_gateway_is_the_strongest() -> None:
     assert (meta["gateway"], meta["rssi"], meta["snr"], meta["gateways"]) == ("near", -60, 10, 3)
 
 
+def test_an_omitted_snr_is_zero_unless_the_reception_has_no_metadata() -> None:
+    body = sample("ttn-uplink.json")
+    body["uplink_message"]["rx_metadata"] = [{"gateway_ids": {"gateway_id": "gw"}, "rssi": -80}]
+    meta = TtnUplink.model_validate(body).envelope().meta
+    assert (meta["rssi"], meta["snr"]) == (-80, 0.0)  # Protobuf JSON leaves zero out
+    up = sample("chirpstack-up.json")
+    up["rxInfo"] = [{"gatewayId": "0016c001ff10a235", "rssi": -70}]
+    assert ChirpstackUp.model_validate(up).envelope().meta["snr"] == 0.0
+    body["uplink_message"]["rx_metadata"] = [{"gateway_ids": {"gateway_id": "packet-broker"}}]
+    meta = TtnUplink.model_validate(body).envelope().meta
+    assert "rssi" not in meta
+    assert "snr" not in meta
+
+
 def test_ttn_requires_a_dev_eui() -> None:
     body = sample("ttn-uplink.json")
     del body["end_device_ids"]["dev_eui"]
