@@ -1,7 +1,8 @@
 """LoRaWAN downlinks requested through the API: stored, pushed, the network server's answer kept.
 
 A downlink is stored (``pending``) before the network server is called, so nothing requested is
-ever lost from view, then marked ``queued`` or ``failed`` with the answer. No transaction spans
+ever lost from view, then marked ``queued`` or ``failed`` with the answer; ChirpStack's reports
+then make it ``sent``, ``acknowledged`` or ``nacked`` (:func:`note_report`). No transaction spans
 the HTTP call. Each request is also recorded on the Kafka ``commands`` topic.
 """
 
@@ -14,6 +15,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from services.commands_out import command_record, record_command
+from services.events import DeviceEvent
 from services.kafka import Publisher
 from services.network_servers import Answer, Downlink, NetworkServer, NetworkServerUnreachable
 
@@ -42,6 +44,36 @@ class NetworkServerFailed(RuntimeError):
                 429,
             )
         )
+
+
+#: A network server's report of a downlink (its device event's type) → the stored downlink's new
+#: status, and the statuses it may follow (a report never undoes a later one).
+_REPORTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "downlink_sent_ns": ("sent", ("queued",)),
+    "downlink_ack": ("acknowledged", ("queued", "sent")),
+    "downlink_nack": ("nacked", ("queued", "sent")),
+}
+
+
+async def note_report(conn: AsyncConnection[Row], event: DeviceEvent) -> int:
+    """Apply a network server's report (``txack``, ``ack``) to the downlink it names; how many
+    stored downlinks changed (0 or 1).
+
+    ChirpStack answers a push with the queue item's id (kept in ``answer``) and names it again,
+    ``queueItemId``, in its ``txack`` and ``ack`` events. The Things Stack's push answers no id,
+    so its reports stay device events only.
+    """
+    report = _REPORTS.get(event.type)
+    item = event.data.get("queueItemId")
+    if report is None or not isinstance(item, str) or not item:
+        return 0
+    status, after = report
+    cur = await conn.execute(
+        "UPDATE lorawan_downlinks SET status = %s WHERE device = %s"
+        " AND network_server = 'chirpstack' AND answer->>'id' = %s AND status = ANY(%s)",
+        (status, event.device, item, list(after)),
+    )
+    return cur.rowcount
 
 
 def downlink_body(row: Row) -> dict[str, Any]:

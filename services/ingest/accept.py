@@ -16,7 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from services import metrics
+from services import downlinks, metrics
 from services.devices import DeviceDirectory
 from services.events import DeviceEvent, UplinkEnvelope, dumps
 from services.ingest import dedup
@@ -132,7 +132,8 @@ async def accept_device_event(
     directory: DeviceDirectory,
     window_seconds: int,
 ) -> Accepted:
-    """Store a network's device event (``device_events``) and publish it on ``device-events``.
+    """Store a network's device event (``device_events``) and publish it on ``device-events``;
+    a report of a downlink also updates the stored downlink (:func:`downlinks.note_report`).
 
     Deduplicated like uplinks; an event of an unknown or deactivated device goes to
     ``dead-letter``. On any failure the claim is released and the error propagates.
@@ -146,6 +147,7 @@ async def accept_device_event(
             problem = await device_problem(conn, directory, event.device)
             if problem is None:
                 await store_events(conn, [(event, dedup_key)])
+                await downlinks.note_report(conn, event)
         except BaseException:
             await dedup.release(conn, dedup_key)
             raise

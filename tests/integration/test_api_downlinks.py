@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -21,6 +23,7 @@ from tests.api_support import (
     make_account,
     running_api,
 )
+from tests.samples import sample
 
 DEV_EUI = "70B3D57ED0000002"
 TTS_KEY = "NNSXS.TESTKEY"
@@ -254,6 +257,67 @@ async def test_chirpstack_push_and_flush(tts: Api, network_server: RecordingServ
         assert flush.method == "DELETE"
         assert flush.path == f"/api/devices/{dev_eui.lower()}/queue"
         assert flush.headers["grpc-metadata-authorization"] == f"Bearer {CS_KEY}"
+
+
+async def test_chirpstack_reports_update_the_stored_downlink(
+    tts: Api, network_server: RecordingServer
+) -> None:
+    settings = tts.settings.model_copy(
+        update={
+            "lorawan_server": "chirpstack",
+            "lorawan_url": network_server.url,
+            "lorawan_api_key": SecretStr(CS_KEY),
+        }
+    )
+    async with running_api(settings) as cs:
+        account = await make_account(cs.database_url)
+        dev_eui = f"{account.user_id:016X}"
+        created = await cs.client.post(
+            "/v1/devices", json={"id": dev_eui, "model": "lorawan-lpp"}, headers=account.headers
+        )
+        assert created.status_code == 201
+        items = [str(uuid.uuid4()) for _ in range(2)]
+        for item in items:
+            network_server.reply = (200, {"id": item})
+            queued = await cs.client.post(
+                f"/v1/devices/{dev_eui}/downlinks",
+                json={"port": 10, "payload_hex": "0102", "confirmed": True},
+                headers=account.headers,
+            )
+            assert queued.status_code == 201, queued.text
+
+        async def report(event: str, item: str, **fields: Any) -> None:
+            body = {
+                **sample("chirpstack-ack.json"),
+                "deduplicationId": str(uuid.uuid4()),
+                "deviceInfo": {"devEui": dev_eui.lower(), "deviceName": "n"},
+                "queueItemId": item,
+                **fields,
+            }
+            answer = await cs.client.post(
+                "/callbacks/chirpstack",
+                params={"event": event},
+                json=body,
+                headers={"X-Callback-Token": settings.token},
+            )
+            assert answer.status_code == 204, answer.text
+
+        async def statuses() -> list[str]:
+            listing = await cs.client.get(
+                f"/v1/devices/{dev_eui}/downlinks", headers=account.headers
+            )
+            return [d["status"] for d in reversed(listing.json()["downlinks"])]
+
+        assert await statuses() == ["queued", "queued"]
+        await report("txack", items[0])
+        assert await statuses() == ["sent", "queued"]
+        await report("ack", items[0], acknowledged=True)
+        await report("ack", items[1], acknowledged=False)  # without a txack seen first
+        assert await statuses() == ["acknowledged", "nacked"]
+        # A late txack does not undo an ack; a report naming no stored item changes nothing.
+        await report("txack", items[0])
+        await report("ack", str(uuid.uuid4()), acknowledged=True)
+        assert await statuses() == ["acknowledged", "nacked"]
 
 
 async def test_unreachable_or_unconfigured_network_server_is_503(tts: Api) -> None:
