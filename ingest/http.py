@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -42,6 +43,7 @@ from services.orbit.downlink_answer import DeviceUnavailable
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 M = TypeVar("M", bound=BaseModel)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 log = logging.getLogger(__name__)
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {
@@ -50,6 +52,7 @@ _ACCEPTED: dict[int | str, dict[str, Any]] = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "the body is not JSON (or, ChirpStack, no `event`)"},
     401: {"description": "missing or wrong callback token"},
+    403: {"description": "Sigfox: not from an allowed source (`HIVEPIPE_SIGFOX_ALLOWED_SOURCES`)"},
     413: {"description": "body over the size limit"},
     422: {"description": "valid JSON, invalid content (`details` names the fields)"},
     503: {"description": "Kafka or the database is unavailable: retry"},
@@ -66,6 +69,25 @@ def check_token(request: Request, expected: str, source: str = "callback") -> No
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         _reject(source, "unauthorized")
         raise ApiError(401, "invalid_callback_token", "Missing or wrong callback token.")
+
+
+def check_source(request: Request, allowed: Sequence[IPNetwork], source: str) -> None:
+    """403 when ``allowed`` is set and the caller's address is in none of its networks.
+
+    The address is the connection's, or the one a trusted proxy forwarded (uvicorn's
+    ``--forwarded-allow-ips``)."""
+    if not allowed:
+        return
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not any(address in network for network in allowed):
+        _reject(source, "source_not_allowed")
+        raise ApiError(
+            403, "source_not_allowed", f"Callbacks are not accepted from {host or 'here'}."
+        )
 
 
 async def read_json(request: Request, source: str = "callback") -> dict[str, Any]:
@@ -187,6 +209,7 @@ def count_event(source: str, kind: str) -> None:
 )
 async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
     """A Sigfox data callback: 204, or 200 with the downlink when one is requested and due."""
+    check_source(request, ctx.settings.sigfox_allowed_sources, "sigfox")
     check_token(request, ctx.settings.token, "sigfox")
     callback = validate(SigfoxCallback, await read_json(request, "sigfox"), "sigfox")
     envelope = callback.envelope()

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     #: The TTS end-device id of a DevEUI (``{dev_eui}`` lower-case, ``{DEV_EUI}`` upper-case).
     tts_device_id: str = "eui-{dev_eui}"
 
+    #: Where Sigfox callbacks may come from (CIDRs, comma-separated; empty: anywhere). Sigfox
+    #: calls from 185.110.96.0/22 (wire-formats.md); the token is checked either way.
+    sigfox_allowed_sources: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = ()
+
     # Webhooks.
     webhook_allowed_cidrs: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
@@ -145,7 +151,7 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("webhook_allowed_cidrs", mode="before")
+    @field_validator("webhook_allowed_cidrs", "sigfox_allowed_sources", mode="before")
     @classmethod
     def _split_cidrs(cls, value: object) -> object:
         if isinstance(value, str):

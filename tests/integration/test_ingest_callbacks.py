@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.settings import Settings
+from tests.api_support import api_on_new_schema
 from tests.conftest import drop_schema, new_schema
 from tests.integration.ingest_support import (
     api_server,
@@ -761,3 +762,18 @@ def test_deeply_nested_bodies_are_not_a_500(ingest: Ingest) -> None:
     for path, body in bodies:
         answer = ingest.post(path, body)
         assert answer.status_code in (204, 400), (path, answer.text)
+
+
+async def test_sigfox_source_allowlist(pg_server: str, kafka_server: str, tmp_path: Path) -> None:
+    body = sample("sigfox-uplink.json")
+    for allowed, expected in (("185.110.96.0/22", 403), ("185.110.96.0/22, 127.0.0.0/8", 401)):
+        async with api_on_new_schema(
+            pg_server, kafka=kafka_server, data_dir=tmp_path, sigfox_allowed_sources=allowed
+        ) as api:  # the test client's address is 127.0.0.1
+            answer = await api.client.post(
+                "/callbacks/sigfox", json=body, headers={"X-Callback-Token": "wrong"}
+            )
+            assert answer.status_code == expected, answer.text
+            if expected == 403:  # refused before the token is even looked at
+                assert answer.json()["error"]["code"] == "source_not_allowed"
+            assert len(api.settings.sigfox_allowed_sources) == allowed.count(",") + 1
