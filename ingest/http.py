@@ -33,6 +33,7 @@ from services.events import (
     TOPIC_UPLINKS,
     DeviceEvent,
     UplinkEnvelope,
+    dumps,
 )
 from services.ingest import chirpstack, ttn
 from services.ingest.accept import Accepted, accept_device_event, accept_uplink
@@ -211,7 +212,11 @@ async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
     """A Sigfox data callback: 204, or 200 with the downlink when one is requested and due."""
     check_source(request, ctx.settings.sigfox_allowed_sources, "sigfox")
     check_token(request, ctx.settings.token, "sigfox")
-    callback = validate(SigfoxCallback, await read_json(request, "sigfox"), "sigfox")
+    try:
+        callback = validate(SigfoxCallback, await read_json(request, "sigfox"), "sigfox")
+    except ApiError as exc:
+        await keep_refused(ctx, request, "sigfox", exc)
+        raise
     envelope = callback.envelope()
     planner = ctx.extras.get("sigfox_downlink")
     async with pipeline_errors("sigfox"):
@@ -229,6 +234,14 @@ async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
 async def ttn_callback(request: Request, ctx: ContextDep) -> Response:
     """A The Things Stack v3 webhook message: uplinks, downlink reports, others counted."""
     check_token(request, ctx.settings.token, "ttn")
+    try:
+        return await _ttn(request, ctx)
+    except ApiError as exc:
+        await keep_refused(ctx, request, "ttn", exc)
+        raise
+
+
+async def _ttn(request: Request, ctx: ApiContext) -> Response:
     body = await read_json(request, "ttn")
     kind = ttn.message_type(body)
     async with pipeline_errors("ttn"):
@@ -258,6 +271,14 @@ async def chirpstack_callback(
 ) -> Response:
     """A ChirpStack v4 HTTP integration event (``?event=up|ack|txack|join|status|log|...``)."""
     check_token(request, ctx.settings.token, "chirpstack")
+    try:
+        return await _chirpstack(request, ctx, event)
+    except ApiError as exc:
+        await keep_refused(ctx, request, "chirpstack", exc)
+        raise
+
+
+async def _chirpstack(request: Request, ctx: ApiContext, event: str | None) -> Response:
     if not event:
         _reject("chirpstack", "missing_event")
         raise ApiError(400, "missing_event", "The `event` query parameter is required (?event=up).")
@@ -280,6 +301,29 @@ async def chirpstack_callback(
             count_event("chirpstack", "unknown")
             log.info("ChirpStack event of an unknown type %r accepted", event[:40])
     return Response(status_code=204)
+
+
+async def keep_refused(ctx: ApiContext, request: Request, source: str, exc: ApiError) -> None:
+    """Keep a body refused as malformed (400 or 422, once the token was accepted) on
+    ``dead-letter``: the answer tells the network what is wrong, and the uplink is not lost
+    (ChirpStack's HTTP integration does not retry). Best effort: with Kafka away the refusal
+    still goes out, and this is logged."""
+    if exc.status not in (400, 422):
+        return
+    raw = await request.body()  # Starlette keeps the body it read
+    value = {
+        "raw": raw.decode("utf-8", "replace"),
+        "source": source,
+        "query": str(request.url.query),
+        "error": f"{exc.code}: {exc.message}",
+    }
+    try:
+        topic = ctx.settings.topic(TOPIC_DEAD_LETTER)
+        await ingest_publisher(ctx).publish(topic, [("", dumps(value))])
+    except Exception as publish_exc:
+        log.warning("refused %s callback could not be kept: %r", source, publish_exc)
+        return
+    metrics.DEAD_LETTERS.labels(exc.code).inc()
 
 
 def json_response(body: Any) -> OrjsonResponse:
