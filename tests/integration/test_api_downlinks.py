@@ -7,6 +7,7 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -217,7 +218,12 @@ async def test_invalid_downlinks(tts: Api, owner: Account) -> None:
         assert answer.status_code == 404, method
 
 
-async def test_chirpstack_push_and_flush(tts: Api, network_server: RecordingServer) -> None:
+@asynccontextmanager
+async def chirpstack_api(
+    tts: Api, network_server: RecordingServer
+) -> AsyncIterator[tuple[Api, Account, str]]:
+    """The API of ``tts``'s database with ChirpStack as its network server, an account, and a
+    ``lorawan-lpp`` device of that account (its DevEUI)."""
     settings = tts.settings.model_copy(
         update={
             "lorawan_server": "chirpstack",
@@ -228,11 +234,15 @@ async def test_chirpstack_push_and_flush(tts: Api, network_server: RecordingServ
     async with running_api(settings) as cs:
         account = await make_account(cs.database_url)
         dev_eui = f"{account.user_id:016X}"
-        assert (
-            await cs.client.post(
-                "/v1/devices", json={"id": dev_eui, "model": "lorawan-lpp"}, headers=account.headers
-            )
-        ).status_code == 201
+        created = await cs.client.post(
+            "/v1/devices", json={"id": dev_eui, "model": "lorawan-lpp"}, headers=account.headers
+        )
+        assert created.status_code == 201, created.text
+        yield cs, account, dev_eui
+
+
+async def test_chirpstack_push_and_flush(tts: Api, network_server: RecordingServer) -> None:
+    async with chirpstack_api(tts, network_server) as (cs, account, dev_eui):
         network_server.requests.clear()
         network_server.reply = (200, {"id": "5e9b7c4c-2d57-4b39-b4d4-1e0b4a8a9c3d"})
         queued = await cs.client.post(
@@ -262,20 +272,7 @@ async def test_chirpstack_push_and_flush(tts: Api, network_server: RecordingServ
 async def test_chirpstack_reports_update_the_stored_downlink(
     tts: Api, network_server: RecordingServer
 ) -> None:
-    settings = tts.settings.model_copy(
-        update={
-            "lorawan_server": "chirpstack",
-            "lorawan_url": network_server.url,
-            "lorawan_api_key": SecretStr(CS_KEY),
-        }
-    )
-    async with running_api(settings) as cs:
-        account = await make_account(cs.database_url)
-        dev_eui = f"{account.user_id:016X}"
-        created = await cs.client.post(
-            "/v1/devices", json={"id": dev_eui, "model": "lorawan-lpp"}, headers=account.headers
-        )
-        assert created.status_code == 201
+    async with chirpstack_api(tts, network_server) as (cs, account, dev_eui):
         items = [str(uuid.uuid4()) for _ in range(2)]
         for item in items:
             network_server.reply = (200, {"id": item})
@@ -298,7 +295,7 @@ async def test_chirpstack_reports_update_the_stored_downlink(
                 "/callbacks/chirpstack",
                 params={"event": event},
                 json=body,
-                headers={"X-Callback-Token": settings.token},
+                headers={"X-Callback-Token": cs.settings.token},
             )
             assert answer.status_code == 204, answer.text
 
