@@ -75,8 +75,8 @@ def check_token(request: Request, expected: str, source: str = "callback") -> No
 def check_source(request: Request, allowed: Sequence[IPNetwork], source: str) -> None:
     """403 when ``allowed`` is set and the caller's address is in none of its networks.
 
-    The address is the connection's, or the one a trusted proxy forwarded (uvicorn's
-    ``--forwarded-allow-ips``)."""
+    The address is the connection's, or the one a proxy uvicorn trusts forwarded (on the same
+    host by default; uvicorn's ``FORWARDED_ALLOW_IPS`` names others)."""
     if not allowed:
         return
     host = request.client.host if request.client else ""
