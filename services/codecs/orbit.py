@@ -94,22 +94,26 @@ def _temperature_humidity_batch(envelope: UplinkEnvelope, frame: bytes) -> tuple
 
 
 def _param_ack(envelope: UplinkEnvelope, frame: bytes) -> DeviceEvent:
+    """The ``param_ack`` event. A parameter id the protocol does not define is listed under
+    ``ignored`` (``{"id", "raw_hex"}``) and the others are applied all the same: refusing the
+    whole frame would lose the acks of the known ones (their updates would time out and be
+    sent again while the device runs them)."""
     count = _count(frame, record_size=3, max_count=3, what="parameters")
     params: list[dict[str, Any]] = []
+    ignored: list[dict[str, Any]] = []
     for i in range(count):
-        param_id = frame[2 + 3 * i]
+        param_id, value_bytes = frame[2 + 3 * i], frame[3 + 3 * i : 5 + 3 * i]
         param = PARAMS_BY_ID.get(param_id)
         if param is None:
-            raise DecodeError(f"parameter ack: unknown parameter id 0x{param_id:02x}")
-        raw = decode_value(param, frame[3 + 3 * i : 5 + 3 * i])
+            ignored.append({"id": param_id, "raw_hex": value_bytes.hex()})
+            continue
+        raw = decode_value(param, value_bytes)
         value = from_raw(param.name, raw)
         params.append({"param": param.name, "id": param_id, "raw": raw, "value": value})
-    return DeviceEvent(
-        device=envelope.device,
-        time=envelope.received,
-        type="param_ack",
-        data={"seq": frame[1], "params": params},
-    )
+    data: dict[str, Any] = {"seq": frame[1], "params": params}
+    if ignored:
+        data["ignored"] = ignored
+    return DeviceEvent(device=envelope.device, time=envelope.received, type="param_ack", data=data)
 
 
 def _status(envelope: UplinkEnvelope, frame: bytes) -> Decoded:

@@ -194,12 +194,26 @@ def test_param_ack_temp_high_in_hundredths() -> None:
         ("1007", "0 parameters"),
         ("100701001e06", "wrong length"),
         (param_ack(1, [(1, 1)] * 4), "4 parameters, expected 1..3"),
-        ("100108001e", "unknown parameter id 0x08"),
     ],
 )
 def test_bad_param_acks_are_decode_errors(payload_hex: str, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode_orbit(envelope(payload_hex))
+
+
+def test_an_unknown_parameter_id_is_ignored_and_the_others_applied() -> None:
+    # seq 7: led=1, id 0x09 (undefined), sample_interval=30
+    (event,) = decode_orbit(envelope("100706000109000101001e")).events
+    assert event.data == {
+        "seq": 7,
+        "params": [
+            {"param": "led", "id": 6, "raw": 1, "value": 1},
+            {"param": "sample_interval", "id": 1, "raw": 30, "value": 30},
+        ],
+        "ignored": [{"id": 9, "raw_hex": "0001"}],
+    }
+    (only_unknown,) = decode_orbit(envelope("100108001e")).events
+    assert only_unknown.data == {"seq": 1, "params": [], "ignored": [{"id": 8, "raw_hex": "001e"}]}
 
 
 def test_status_frame_gives_an_event_and_a_battery_point() -> None:
