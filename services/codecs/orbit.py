@@ -93,11 +93,14 @@ def _temperature_humidity_batch(envelope: UplinkEnvelope, frame: bytes) -> tuple
     return tuple(points)
 
 
-def _param_ack(envelope: UplinkEnvelope, frame: bytes) -> DeviceEvent:
-    """The ``param_ack`` event. A parameter id the protocol does not define is listed under
-    ``ignored`` (``{"id", "raw_hex"}``) and the others are applied all the same: refusing the
-    whole frame would lose the acks of the known ones (their updates would time out and be
-    sent again while the device runs them)."""
+def read_param_ack(frame: bytes) -> dict[str, Any]:
+    """The ``data`` of a 0x10 frame's ``param_ack`` event: ``seq`` and ``params``
+    (``[{"param", "id", "raw", "value"}]``). A parameter id the protocol does not define is
+    listed under ``ignored`` (``{"id", "raw_hex"}``) and the others are read all the same:
+    refusing the whole frame would lose the acks of the known ones (their updates would time out
+    and be sent again while the device runs them). Raises :class:`DecodeError`."""
+    if not frame or frame[0] != FRAME_PARAM_ACK:
+        raise DecodeError("not a parameter ack (frame 0x10)")
     count = _count(frame, record_size=3, max_count=3, what="parameters")
     params: list[dict[str, Any]] = []
     ignored: list[dict[str, Any]] = []
@@ -113,7 +116,16 @@ def _param_ack(envelope: UplinkEnvelope, frame: bytes) -> DeviceEvent:
     data: dict[str, Any] = {"seq": frame[1], "params": params}
     if ignored:
         data["ignored"] = ignored
-    return DeviceEvent(device=envelope.device, time=envelope.received, type="param_ack", data=data)
+    return data
+
+
+def _param_ack(envelope: UplinkEnvelope, frame: bytes) -> DeviceEvent:
+    return DeviceEvent(
+        device=envelope.device,
+        time=envelope.received,
+        type="param_ack",
+        data=read_param_ack(frame),
+    )
 
 
 def _status(envelope: UplinkEnvelope, frame: bytes) -> Decoded:

@@ -225,13 +225,27 @@ async def first_sighting(
     """Record that uplink (device, seqNumber) was applied as ``kind``; False if it already was."""
     row = await fetchone(
         conn,
-        "INSERT INTO orbit_uplinks_seen AS s (device, sigfox_seq_number, kind, seen_at)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (device, sigfox_seq_number, kind)"
-        " DO UPDATE SET seen_at = EXCLUDED.seen_at WHERE s.seen_at < EXCLUDED.seen_at - %s"
-        " RETURNING 1",
+        _SIGHTING + " RETURNING 1",
         (device, sigfox_seq_number, kind, ts(uplink_time), SAME_UPLINK_WINDOW),
     )
     return row is not None
+
+
+_SIGHTING = (
+    "INSERT INTO orbit_uplinks_seen AS s (device, sigfox_seq_number, kind, seen_at)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (device, sigfox_seq_number, kind)"
+    " DO UPDATE SET seen_at = EXCLUDED.seen_at WHERE s.seen_at < EXCLUDED.seen_at - %s"
+)
+
+
+async def note_sighting(
+    conn: Conn, device: str, sigfox_seq_number: int, kind: str, uplink_time: float
+) -> None:
+    """:func:`first_sighting` without reading its result (no wait in pipeline mode), for an
+    uplink known to be new."""
+    await conn.execute(
+        _SIGHTING, (device, sigfox_seq_number, kind, ts(uplink_time), SAME_UPLINK_WINDOW)
+    )
 
 
 async def recorded_answer(

@@ -8,9 +8,13 @@ transaction on one connection, and never waits for Kafka:
 2. claim the uplink's dedup key (``sigfox:{device}:{seqNumber}``, as for any Sigfox uplink) and,
    if it is new, put its envelope in the outbox for ``uplinks`` (one statement);
 3. answer with :func:`services.orbit.store.answer_request_in` (idempotent per (device,
-   seqNumber): a retry or a duplicate gets the same frame, or again no downlink);
-4. for a new downlink (not one recorded for this request before), put its ``downlink_sent``
-   event in the outbox for ``device-events``.
+   seqNumber): a retry or a duplicate gets the same frame, or again no downlink), which first
+   applies the request's own uplink: the parameter ack it carries, and its count towards the
+   time-out of updates in flight (so that an update the device did not answer by this, its
+   second uplink, rides this very downlink);
+4. put the events of what changed in the outbox for ``device-events``: those of the request's
+   own uplink, and ``downlink_sent`` for a new downlink (not one recorded for this request
+   before).
 
 That is two round trips: ``BEGIN``, 1, 2 and the store's reads travel together in one pipeline,
 then the writes with the ``COMMIT``. The transaction is opened and closed by statements, not
@@ -35,6 +39,7 @@ from services.events import TOPIC_DEVICE_EVENTS, TOPIC_UPLINKS, DeviceEvent, Upl
 from services.ingest.accept import envelope_message
 from services.ingest.dedup import CLAIM_UPSERT
 from services.orbit import store
+from services.orbit.changes import outcome_events
 from services.orbit.frames import decode_downlink
 from services.orbit.params import from_raw
 from services.orbit.store import Conn, UnknownDevice
@@ -103,7 +108,7 @@ async def answer_downlink_request(
         async with conn.pipeline():
             await conn.execute("BEGIN")
             answer = await _answer_in_transaction(
-                conn, device, sigfox_seq, now, dedup_key, window_seconds, value
+                conn, device, sigfox_seq, now, dedup_key, window_seconds, value, envelope
             )
             await conn.execute("COMMIT")
     except BaseException:
@@ -122,6 +127,7 @@ async def _answer_in_transaction(
     dedup_key: str,
     window_seconds: int,
     value: bytes,
+    envelope: UplinkEnvelope,
 ) -> DownlinkAnswer:
     async with conn.cursor(row_factory=tuple_row) as known:
         await known.execute(_DEVICE, (device,))
@@ -136,14 +142,18 @@ async def _answer_in_transaction(
             },
         )
         try:
-            answer = await store.answer_request_in(conn, device, sigfox_seq, now)
+            answer = await store.answer_request_in(
+                conn, device, sigfox_seq, now, payload_hex=envelope.payload_hex
+            )
         except UnknownDevice:  # not an Orbit device: no downlink, nothing written
             answer = store.RequestAnswer(None, fresh=False)
         row = await known.fetchone()  # came with the store's first read
     if row is None or not row[0]:
         raise DeviceUnavailable("unknown_device" if row is None else "inactive_device")
+    events = outcome_events(device, now, answer.outcomes)  # the request's own ack and count
     if answer.frame_hex is not None and answer.fresh:
-        event = downlink_sent_event(device, answer.frame_hex, sigfox_seq, now)
-        await outbox.add_events(conn, TOPIC_DEVICE_EVENTS, [event])
+        events.append(downlink_sent_event(device, answer.frame_hex, sigfox_seq, now))
+    if events:
+        await outbox.add_events(conn, TOPIC_DEVICE_EVENTS, events)
     fresh = await claim.fetchone() is not None
     return DownlinkAnswer(frame_hex=answer.frame_hex, duplicate=not fresh)

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.codecs import DecodeError
+from services.codecs.orbit import read_param_ack
 from services.orbit import _rows as rows
 from services.orbit import planning, queue
 from services.orbit._rows import Conn, UnknownDevice
@@ -33,11 +35,13 @@ __all__ = [
     "answer_request",
     "answer_request_in",
     "apply_ack_event",
+    "apply_request_uplink",
     "delete_pending",
     "load_config",
     "note_uplink",
     "orbit_view",
     "register",
+    "request_ack",
 ]
 
 
@@ -75,11 +79,45 @@ async def register(
 
 @dataclass(frozen=True, slots=True)
 class RequestAnswer:
-    """The answer to a downlink request: ``frame_hex`` (None: no downlink) and whether it was
-    decided now (``fresh``) or had been given to this request before."""
+    """The answer to a downlink request: ``frame_hex`` (None: no downlink), whether it was
+    decided now (``fresh``) or had been given to this request before, and what the request's own
+    uplink did first (``outcomes``: its ack applied, its count towards in-flight updates)."""
 
     frame_hex: str | None
     fresh: bool
+    outcomes: tuple[Outcome, ...] = ()
+
+
+def request_ack(payload_hex: str | None) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+    """The (downlink seq, (param id, raw value) pairs) of the parameter ack a downlink request
+    carries, or None when its payload is no (valid) ack: the worker reports that one."""
+    if not payload_hex or not payload_hex.startswith("10"):
+        return None
+    try:
+        data = read_param_ack(bytes.fromhex(payload_hex))
+    except (DecodeError, ValueError):
+        return None
+    return data["seq"], tuple((p["id"], p["raw"]) for p in data["params"])
+
+
+def apply_request_uplink(
+    config: DeviceConfig, payload_hex: str | None, now: float
+) -> tuple[DeviceConfig, tuple[Outcome, ...], bool, bool]:
+    """What a downlink request's own uplink does before it is answered, as the ack agent and
+    the time-out count would do it later (pure): the ack it carries is applied, then it counts
+    as an uplink for the updates already in flight (the second uplink after a send re-queues an
+    unanswered one, which this answer can then carry). Returns the config, the outcomes, and
+    whether the ack and the count were applied (their sightings must be recorded, so that the
+    worker does not apply them again)."""
+    outcomes: tuple[Outcome, ...] = ()
+    ack = request_ack(payload_hex)
+    if ack is not None:
+        config, outcomes = queue.apply_ack(config, ack[0], ack[1], now)
+    counted = any(u.status == "in_flight" for u in config.pending)
+    if counted:
+        config, more = queue.note_uplink(config, now)
+        outcomes += more
+    return config, outcomes, ack is not None, counted
 
 
 async def answer_downlink_request(
@@ -101,14 +139,21 @@ async def answer_request(
 
 
 async def answer_request_in(
-    conn: Conn, device: str, sigfox_seq_number: int, now: float
+    conn: Conn,
+    device: str,
+    sigfox_seq_number: int,
+    now: float,
+    *,
+    payload_hex: str | None = None,
 ) -> RequestAnswer:
     """Answer downlink request (device, seqNumber) in the caller's open transaction.
 
     A request already answered (a retry, a duplicate) gets the same answer and changes nothing.
-    Otherwise, under the device's row lock: plan the downlink, mark its updates in flight, record
-    the answer and a ``downlink_sent`` event. Concurrent requests for one device are serialised
-    by the lock, so no update is sent twice and no seq is skipped or reused.
+    Otherwise, under the device's row lock: apply the request's own uplink
+    (:func:`apply_request_uplink`: the ack in ``payload_hex``, the time-out count), plan the
+    downlink, mark its updates in flight, record the answer and a ``downlink_sent`` event.
+    Concurrent requests for one device are serialised by the lock, so no update is sent twice
+    and no seq is skipped or reused.
 
     In pipeline mode this waits for one round trip once the device has a config row (the lock,
     the load and the recorded answer travel together); the writes go with the caller's commit.
@@ -121,11 +166,20 @@ async def answer_request_in(
         answered = await rows.recorded_answer(conn, device, sigfox_seq_number, now)
     if answered is not None:
         return RequestAnswer(answered[0], fresh=False)
+    loaded = config
+    config, outcomes, acked, counted = apply_request_uplink(config, payload_hex, now)
+    # No result is read: a fresh request's uplink has not been seen (it reaches Kafka through
+    # this transaction's outbox), so these only keep the worker from applying it again.
+    for kind, applied in (("ack", acked), ("count", counted)):
+        if applied:
+            await rows.note_sighting(conn, device, sigfox_seq_number, kind, now)
+    await rows.record_outcomes(conn, device, now, outcomes)
     downlink = planning.plan_downlink(config, now)
     await rows.record_answer(conn, device, sigfox_seq_number, now, downlink)
     if downlink is None:
-        return RequestAnswer(None, fresh=True)
-    await rows.save(conn, device, config, planning.mark_sent(config, downlink, now))
+        await rows.save(conn, device, loaded, config)
+        return RequestAnswer(None, fresh=True, outcomes=outcomes)
+    await rows.save(conn, device, loaded, planning.mark_sent(config, downlink, now))
     sent = {
         "seq": downlink.seq,
         "frame": downlink.frame_hex,
@@ -133,7 +187,7 @@ async def answer_request_in(
         "sigfox_seq_number": sigfox_seq_number,
     }
     await rows.write_events(conn, device, now, [("downlink_sent", sent)])
-    return RequestAnswer(downlink.frame_hex, fresh=True)
+    return RequestAnswer(downlink.frame_hex, fresh=True, outcomes=outcomes)
 
 
 async def apply_ack_event(

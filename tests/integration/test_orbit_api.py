@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from services import outbox
 from services.events import ALL_TOPICS, TOPIC_UPLINKS
 from services.kafka import KafkaPublisher, PublishFailed, ensure_topics
+from services.orbit import changes
 from services.storage.db import migrate, open_pool
 from tests.api_support import (
     Account,
@@ -443,14 +444,16 @@ async def test_concurrent_duplicates_get_one_downlink(api: Api, owner: Account) 
     state = await view(api, owner, device)
     assert state["downlinks_left_24h"] == 3
     assert [t for t, _ in await stored_events(api, device)].count("downlink_sent") == 1
-    # Requests with other seqNumbers at once: one more downlink at most, never a seq twice.
+    # Requests with other seqNumbers at once: serialised, never an update or a seq twice. The
+    # first sends sample_interval (seq 2); the second is the second uplink since led was sent
+    # without an ack: led is queued again and rides that answer (seq 3); nothing is left then.
     await queue(api, owner, device, {"sample_interval": 60})
     others = await asyncio.gather(
         *(sigfox(api, {**body, "seqNumber": 78 + i, "time": now + 1}) for i in range(4))
     )
-    frames = [a.json()[device]["downlinkData"] for a in others if a.status_code == 200]
-    assert [a.status_code for a in others].count(204) == 3
-    assert frames == ["a10201003c000000"]
+    frames = sorted(a.json()[device]["downlinkData"] for a in others if a.status_code == 200)
+    assert [a.status_code for a in others].count(204) == 2
+    assert frames == ["a10201003c000000", "a103060001000000"]
 
 
 async def test_no_downlink_is_204_and_the_uplink_still_goes_to_kafka(
@@ -551,3 +554,65 @@ async def test_a_failed_relay_keeps_the_request_answered(api: Api, owner: Accoun
         api.settings, TOPIC_UPLINKS, lambda seen: any(of(device)(m) for m in seen)
     )
     assert [m["meta"]["seq"] for m in uplinks if of(device)(m)] == [9]
+
+
+# --- the request's own uplink, applied before it is answered ------------------------------------
+
+
+def frame_of(answer: Any, device: str) -> str | None:
+    if answer.status_code == 204:
+        return None
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()[device]["downlinkData"])
+
+
+async def test_a_request_that_is_the_second_uplink_carries_the_unanswered_update_again(
+    api: Api, owner: Account
+) -> None:
+    device = await add_device(api, owner)
+    await queue(api, owner, device, {"led": 1})
+    t = int(time.time())
+    request = {"device": device, "data": "", "ack": True}
+    sent = await sigfox(api, {**request, "time": t, "seqNumber": 10})
+    assert frame_of(sent, device) == "a101060001000000"
+    # The first uplink after the send, as the worker counts it (no ack in it).
+    async with await connect(api.database_url) as conn:
+        await changes.note_uplinks(conn, [(device, 11, t + 600)])  # type: ignore[arg-type]
+    # The second is a downlink request: led had no ack by then, so it goes again, in this answer.
+    again = await sigfox(api, {**request, "time": t + 1200, "seqNumber": 12})
+    assert frame_of(again, device) == "a102060001000000"
+    state = await view(api, owner, device)
+    assert [(p["param"], p["status"], p["seq"], p["attempts"]) for p in state["pending"]] == [
+        ("led", "in_flight", 2, 1)
+    ]
+    # The worker, processing that request's uplink later, does not count it a second time.
+    async with await connect(api.database_url) as conn:
+        assert await changes.note_uplinks(conn, [(device, 12, t + 1200)]) == 0  # type: ignore[arg-type]
+    assert (await view(api, owner, device))["pending"] == state["pending"]
+
+
+async def test_a_request_carrying_an_ack_is_answered_after_the_ack(
+    api: Api, owner: Account
+) -> None:
+    device = await add_device(api, owner)
+    await queue(api, owner, device, {"led": 1})
+    t = int(time.time())
+    first = await sigfox(
+        api, {"device": device, "time": t, "data": "", "seqNumber": 20, "ack": True}
+    )
+    assert frame_of(first, device) == "a101060001000000"
+    await queue(api, owner, device, {"led": 0})  # rule 4: waits for the ack of led=1
+    # The ack of seq 1 (led=1) rides a downlink request: the successor led=0 is sent at once.
+    acking = {"device": device, "time": t + 600, "data": "1001060001", "seqNumber": 21}
+    answer = await sigfox(api, {**acking, "ack": True})
+    assert frame_of(answer, device) == "a102060000000000"
+    state = await view(api, owner, device)
+    assert state["active"]["led"] == 1
+    assert [(p["value"], p["status"], p["seq"]) for p in state["pending"]] == [(0, "in_flight", 2)]
+    events = [kind for kind, _ in await stored_events(api, device)]
+    assert events[-2:] == ["param_acked", "downlink_sent"]
+    # The ack agent, applying that uplink's ack later, finds it applied already.
+    async with await connect(api.database_url) as conn:
+        ack = changes.Ack(device, t + 600, 1, ((6, 1),), uplink_seq=21)
+        assert await changes.apply_ack(conn, ack) == ()  # type: ignore[arg-type]
+    assert (await view(api, owner, device))["pending"] == state["pending"]

@@ -169,14 +169,13 @@ class OrbitQueueMachine(RuleBasedStateMachine):
         if self._lost(data, "uplink"):
             self.lost_something |= ack is not None
             return  # the ack it carried is lost with it; the network never answers
-        answered_with = None
-        if requests_downlink:  # the callback answers at once, before the stream sees the uplink
-            answered_with = self._answer_request(data)
+        # The uplink is applied first, its ack then its count, also when it asks for a downlink:
+        # the answer (services.orbit.store.answer_request_in) is planned after both.
         if ack is not None:
             self._apply_ack(*ack)
         for seq in self.uplinks_after:
-            self.uplinks_after[seq] += seq != answered_with
-        self.config, outcomes = note_uplink(self.config, self.now, answered_with_seq=answered_with)
+            self.uplinks_after[seq] += 1
+        self.config, outcomes = note_uplink(self.config, self.now)
         for outcome in outcomes:
             event(f"note_uplink: {outcome.kind} {outcome.reason or ''}".strip())
             if outcome.attempts is not None:  # timed out: the second uplink after the send
@@ -184,6 +183,8 @@ class OrbitQueueMachine(RuleBasedStateMachine):
                 assert self.uplinks_after[outcome.seq] == 2
             if outcome.kind == "param_failed":
                 self.intent[outcome.param] = None
+        if requests_downlink:  # answered at once, from the state the uplink left
+            self._answer_request(data)
 
     def _answer_request(self, data: st.DataObject) -> int | None:
         in_flight = {u.param for u in self.config.pending if u.status == "in_flight"}
