@@ -71,6 +71,15 @@ class OrbitView(BaseModel):
     downlinks_left_24h: int = Field(ge=0, le=4)
 
 
+class OrbitUpdated(OrbitView):
+    outcomes: dict[str, str] = Field(
+        description="{name: what the registration did}: queued, replaced, dropped (the queued"
+        " update is gone: the value is the active one), unchanged (the value is the active one"
+        " and nothing was pending: nothing is queued)",
+        examples=[{"sample_interval": "queued", "led": "unchanged"}],
+    )
+
+
 ParamName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -137,7 +146,7 @@ async def get_orbit_device(device_id: str, principal: ReadOrbit, conn: ConnDep) 
 @router.post(
     "/dev/{device_id}",
     status_code=202,
-    response_model=OrbitView,
+    response_model=OrbitUpdated,
     responses={202: {"description": "registered; sent with the device's next downlinks"}},
 )
 async def queue_orbit_updates(
@@ -147,7 +156,7 @@ async def queue_orbit_updates(
     row = await _orbit_device(conn, device_id, principal)
     now = _now()
     try:
-        await changes.register(conn, row["id"], body.params, now)
+        outcomes = await changes.register(conn, row["id"], body.params, now)
     except InvalidParam as exc:
         details = _refusals(row["model"], body.params) or [
             {"field": "params", "message": reason, "type": "invalid_param"}
@@ -159,7 +168,10 @@ async def queue_orbit_updates(
     except UnknownDevice as exc:
         raise device_not_found(device_id) from exc
     _wake_relay(ctx)
-    return await orbit_view(conn, row["id"], now)
+    view = await orbit_view(conn, row["id"], now)
+    # Rule 1 "nothing is queued; the answer says so": each parameter's outcome.
+    view["outcomes"] = {o.param: o.kind.removeprefix("param_") for o in outcomes}
+    return view
 
 
 @router.delete(

@@ -206,7 +206,12 @@ async def test_queueing_answers_202_with_the_view_and_publishes_the_events(
         ("led", 1, "queued", 0, None),
     ]
     assert all(before - 1 <= p["queued"] <= time.time() + 1 for p in body["pending"])
-    assert body == await view(api, owner, device)
+    assert body.pop("outcomes") == {
+        "sample_interval": "queued",
+        "led": "queued",
+        "temp_high": "queued",
+    }
+    assert body == await view(api, owner, device)  # the GET body, and the outcomes
     assert [t for t, _ in await stored_events(api, device)] == ["param_queued"] * 3
 
     published = await read_until(
@@ -229,6 +234,7 @@ async def test_the_queue_rules_and_their_events(api: Api, owner: Account) -> Non
     same = await queue(api, owner, device, {"led": 0})
     assert same.status_code == 202
     assert same.json()["pending"] == []
+    assert same.json()["outcomes"] == {"led": "unchanged"}  # "the answer says so"
     # Rule 5, then rule 3 (replaced in place), then rule 2 (back to the active value: dropped).
     assert (await queue(api, owner, device, {"led": 1})).status_code == 202
     replaced = await queue(api, owner, device, {"sample_interval": 20})
@@ -238,8 +244,10 @@ async def test_the_queue_rules_and_their_events(api: Api, owner: Account) -> Non
         ("sample_interval", 25),
         ("led", 1),
     ]
+    assert replaced.json()["outcomes"] == {"sample_interval": "replaced"}
     dropped = await queue(api, owner, device, {"led": 0})
     assert [p["param"] for p in dropped.json()["pending"]] == ["sample_interval"]
+    assert dropped.json()["outcomes"] == {"led": "dropped"}
     kinds = ["param_queued", "param_queued", "param_replaced", "param_dropped"]
     assert [t for t, _ in await stored_events(api, device)] == kinds
     published = await read_until(
