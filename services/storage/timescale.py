@@ -19,6 +19,7 @@ False; the query functions of :mod:`services.storage.points` then answer from ``
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from psycopg import AsyncConnection, sql
@@ -139,6 +140,24 @@ async def _backfill(conn: AsyncConnection[Any]) -> None:
         await conn.execute(
             sql.SQL("CALL refresh_continuous_aggregate({}, NULL, NULL)").format(sql.Literal(view))
         )
+
+
+async def refresh_aggregates(conn: AsyncConnection[Any], start: datetime, end: datetime) -> bool:
+    """Recompute the continuous aggregates' buckets between ``start`` and ``end`` (widened to
+    whole days), for points deleted or changed there; False when there are no aggregates.
+
+    ``CALL refresh_continuous_aggregate`` cannot run in a transaction: give an autocommit
+    connection outside one. Raises what TimescaleDB raises."""
+    if not await _exists(conn, HOURLY):
+        return False
+    day = timedelta(days=1)
+    window = (start - day, end + day)
+    for view in (HOURLY, DAILY):  # daily is computed from hourly: refresh hourly first
+        await conn.execute(
+            sql.SQL("CALL refresh_continuous_aggregate({}, %s, %s)").format(sql.Literal(view)),
+            window,
+        )
+    return True
 
 
 async def _hypertable(conn: AsyncConnection[Any], chunk_interval: str) -> None:

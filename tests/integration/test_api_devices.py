@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.api_support import Account, Api, api_on_new_schema, make_account
+from services.events import DataPoint, DeviceEvent
+from services.storage.events import store_events
+from services.storage.points import store_points
+from tests.api_support import Account, Api, api_on_new_schema, connect, make_account
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +217,35 @@ async def test_ids_are_compared_case_insensitively(api: Api, integrator: Account
     assert deleted.status_code == 204
     gone = await api.client.get("/v1/devices/Case-Dev", headers=other.headers)
     assert gone.status_code == 404
+
+
+async def test_a_deleted_devices_data_goes_with_it(api: Api, integrator: Account) -> None:
+    """Whoever registers the id next (here another hierarchy) reads nothing of the old device."""
+    other = await make_account(api.database_url, integrator=True)
+    for account, value in ((integrator, 21.5), (other, None)):
+        created = await api.client.post(
+            "/v1/devices", json={"id": "de1e7e", "model": "orbit-t"}, headers=account.headers
+        )
+        assert created.status_code == 201, created.text
+        paths = (
+            "/v1/devices/DE1E7E/data",
+            "/v1/devices/DE1E7E/data/aggregate?bucket=3600&fn=count",
+            "/v1/devices/DE1E7E/events",
+        )
+        if value is not None:  # the first owner's data: a point and an event
+            async with await connect(api.database_url) as conn:
+                await store_points(conn, [DataPoint("DE1E7E", 1.7e9, "temperature", value, "°C")])
+                event = DeviceEvent("DE1E7E", 1.7e9, "status", {"battery_mv": 3000})
+                await store_events(conn, [(event, "de1e7e-status")])
+            bodies = [(await api.client.get(p, headers=account.headers)).json() for p in paths]
+            assert [len(b.get("data", b.get("events", []))) for b in bodies] == [1, 1, 1]
+            deleted = await api.client.delete("/v1/devices/DE1E7E", headers=account.headers)
+            assert deleted.status_code == 204
+        else:
+            for path in paths:
+                answer = await api.client.get(path, headers=account.headers)
+                assert answer.status_code == 200, answer.text
+                assert answer.json().get("data", answer.json().get("events")) == [], path
 
 
 async def test_export_csv(api: Api, integrator: Account) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row, tuple_row
 
 from services.events import DataPoint
 from services.storage.points import (
@@ -405,3 +406,30 @@ async def test_aggregates_are_read_from_the_continuous_aggregates(ts: Conn) -> N
     assert got == []
     await refresh_aggregates(ts)
     assert await aggregate_points(ts, "TS-CAGG", bucket_seconds=DAY, fn="count") == []
+
+
+async def test_deleting_a_device_erases_its_points_and_its_aggregates(ts: Conn) -> None:
+    """Whoever registers the id next must not read the deleted device's figures, not even the
+    materialised hours and days of the continuous aggregates."""
+    from services.devices import delete_device
+
+    [(owner,)] = await rows(ts, "INSERT INTO users (username) VALUES ('ts-del') RETURNING id")
+    await ts.execute(
+        "INSERT INTO devices (id, model, network, owner_id) VALUES ('TS-DEL', 'json', 'mqtt', %s)",
+        (owner,),
+    )
+    hour = math.floor((NOW - 3 * DAY) / 3600) * 3600
+    points = [DataPoint("TS-DEL", hour + 60 * i + 0.5, "t", float(i), None) for i in range(30)]
+    await store_points(ts, points)
+    await refresh_aggregates(ts)
+    assert [
+        r["value"] for r in await aggregate_points(ts, "TS-DEL", bucket_seconds=DAY, fn="count")
+    ] == [30]
+    ts.row_factory = dict_row  # as the API's connections return rows
+    try:
+        await delete_device(ts, "TS-DEL")  # type: ignore[arg-type]
+    finally:
+        ts.row_factory = tuple_row
+    assert await rows(ts, "SELECT count(*) FROM points WHERE device = 'TS-DEL'") == [(0,)]
+    for bucket in (3600, DAY):  # materialised buckets too, without waiting for a policy
+        assert await aggregate_points(ts, "TS-DEL", bucket_seconds=bucket, fn="count") == []
