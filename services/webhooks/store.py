@@ -159,13 +159,15 @@ async def list_deliveries(
 
 async def schedule_redelivery(conn: Conn, *, webhook_id: int, delivery_id: int) -> Row | None:
     """Queue the point of a recorded attempt again, due now, on a fresh schedule (a retry
-    already queued for it is just made due); None when the attempt is not the webhook's."""
+    already queued for it is made due with its attempts reset); None when the attempt is not
+    the webhook's."""
     cur = await conn.execute(
         "INSERT INTO webhook_retries (webhook_id, device, message_id, body, attempts, due_at)"
         " SELECT d.webhook_id, w.device, d.message_id, d.body, 0, now()"
         " FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id"
         " WHERE d.id = %s AND d.webhook_id = %s"
-        " ON CONFLICT (webhook_id, message_id) DO UPDATE SET due_at = now()"
+        " ON CONFLICT (webhook_id, message_id) DO UPDATE SET due_at = now(), attempts = 0,"
+        " last_status = NULL, last_error = NULL"
         " RETURNING id, message_id",
         (delivery_id, webhook_id),
     )

@@ -402,9 +402,19 @@ async def test_a_redelivery_is_queued_due_now(conn: Conn) -> None:
     assert await schedule_redelivery(conn, webhook_id=hook.id + 1, delivery_id=row["id"]) is None
     [ready], _ = await claim_due_retries(conn, limit=10, lease=60)
     assert (ready.message_id, ready.attempts, ready.body) == ("m1", 0, b"{}")
-    # Asked again while queued: the same row, due now again.
+    # Asked again while queued after failed attempts: the same row, due now, on a fresh
+    # schedule (else the next failure could be its last).
+    await conn.execute(
+        "UPDATE webhook_retries SET attempts = 9, last_status = 500, last_error = 'x',"
+        " due_at = now() + interval '1 hour' WHERE webhook_id = %s",
+        (hook.id,),
+    )
     assert await schedule_redelivery(conn, webhook_id=hook.id, delivery_id=row["id"])
     assert await retry_state(conn, hook.id) == [{"message_id": "m1", "attempts": 0, "later": False}]
+    cur = await conn.execute(
+        "SELECT last_status, last_error FROM webhook_retries WHERE webhook_id = %s", (hook.id,)
+    )
+    assert await cur.fetchall() == [{"last_status": None, "last_error": None}]
 
 
 # --- One batch through the real sender, receiver and Kafka ---------------------------------------
