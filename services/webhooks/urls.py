@@ -231,9 +231,17 @@ def _parse_host(raw: str, rules: WebhookRules) -> tuple[str, IPAddress | None]:
         raise WebhookURLError("invalid_host", "the URL has no host")
     if "%" in raw:
         raise WebhookURLError("invalid_host", "percent-encoded host names are not allowed")
-    if _ends_in_number(raw):
+    host = raw.lower()
+    if not host.isascii():
+        # First to ASCII (IDNA maps full-width digits and ideographic dots too): the IP checks
+        # below must see the host as the resolver will.
         try:
-            ip4 = IPv4Address(raw)
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise WebhookURLError("invalid_host", f"{raw!r} is not a valid host name") from None
+    if _ends_in_number(host):
+        try:
+            ip4 = IPv4Address(host)
         except ValueError:
             raise WebhookURLError(
                 "ambiguous_ip",
@@ -242,12 +250,6 @@ def _parse_host(raw: str, rules: WebhookRules) -> tuple[str, IPAddress | None]:
             ) from None
         check_address(ip4, rules)
         return str(ip4), ip4
-    host = raw.lower()
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise WebhookURLError("invalid_host", f"{raw!r} is not a valid host name") from None
     host = host.removesuffix(".")
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
         raise WebhookURLError("invalid_host", f"{raw!r} is not a valid host name")

@@ -108,6 +108,10 @@ REFUSED = [
     ("https://127.0.0.1./", STRICT, "ambiguous_ip", "non-standard"),
     ("https://127.000.000.001/", STRICT, "ambiguous_ip", "non-standard"),
     ("https://256.0.0.1/", STRICT, "ambiguous_ip", "non-standard"),
+    # the same, spelled with full-width digits and ideographic dots (IDNA maps them to ASCII)
+    ("https://\uff18.\uff18.\uff12\uff10\uff15\uff16/x", STRICT, "ambiguous_ip", "non-standard"),
+    ("https://\uff11\uff12\uff17\u3002\uff11/", STRICT, "ambiguous_ip", "non-standard"),
+    ("https://\uff11\uff12\uff17.\uff10.\uff10.\uff11/", STRICT, "address_not_allowed", "loopback"),
     ("https://example.123/", STRICT, "ambiguous_ip", "non-standard"),
     # credentials
     ("https://user:pw@example.com/", STRICT, "credentials_not_allowed", "password"),
