@@ -137,6 +137,13 @@ class Settings(BaseSettings):
     webhook_flush_interval: float = Field(default=0.05, gt=0)
     #: Batches of the webhook agent sent at once (each device's order is kept across them).
     webhook_batches_in_flight: int = Field(default=8, ge=1, le=64)
+    #: How long a batch's points wait for a receiver still busy with the same device's earlier
+    #: points (s); then they go through the retry queue, so a slow receiver never holds up the
+    #: others.
+    webhook_lane_wait: float = Field(default=0.25, gt=0, le=60)
+    #: Batches of claimed retries sent at once; a webhook with retries in flight in this worker
+    #: gets no more claimed until they are done (a hanging receiver holds one batch, not all).
+    webhook_retry_batches_in_flight: int = Field(default=4, ge=1, le=64)
     #: Requests in flight: per process, and per receiver host name.
     webhook_max_concurrency: int = Field(default=512, ge=1)
     webhook_max_per_host: int = Field(default=32, ge=1)

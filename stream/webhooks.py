@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -131,7 +132,12 @@ def register(app: HivepipeApp, settings: Settings) -> None:
         store, publisher = await open_store()
         if not batch.empty:
             await send_batch(
-                batch, sender, policy=policy, lanes=lanes, failing=store.directory.failing
+                batch,
+                sender,
+                policy=policy,
+                lanes=lanes,
+                lane_wait=settings.webhook_lane_wait,
+                failing=store.directory.failing,
             )
             await finish(batch, store, publisher)
         for event in events:  # only now: a batch cut short by a crash is sent again
@@ -152,26 +158,49 @@ def register(app: HivepipeApp, settings: Settings) -> None:
         finally:
             in_flight.cancel()
 
+    retries_in_flight = InFlight(settings.webhook_retry_batches_in_flight)
+    #: Webhook id -> how many of its retries this worker is sending (not claimed again meanwhile).
+    sending: Counter[int] = Counter()
+
+    async def send_retries(batch: Batch, store: PgDeliveryStore, publisher: Publisher) -> None:
+        hooks = Counter(d.hook.id for chain in batch.plan.chains for d in chain)
+        sending.update(hooks)
+        try:
+            await send_batch(batch, sender, policy=policy)
+        except Exception:  # a bug, not a receiver: its rows are due again after the lease
+            log.exception("sending webhook retries failed")
+            return
+        finally:
+            sending.subtract(hooks)
+            for hook_id in hooks:
+                if sending[hook_id] <= 0:
+                    del sending[hook_id]
+        await finish(batch, store, publisher)
+
     @app.task  # type: ignore[untyped-decorator]
     async def webhook_retries() -> None:
         store, publisher = await open_store()
-        while True:
-            batch = await retry_forever(
-                "claiming webhook retries",
-                lambda: prepare_retries(
-                    store, limit=settings.webhook_retry_batch, lease=settings.webhook_retry_lease
-                ),
-            )
-            if not batch.empty:
-                try:
-                    await send_batch(batch, sender, policy=policy)
-                except Exception:  # a bug, not a receiver: its rows are due again after the lease
-                    log.exception("sending webhook retries failed")
-                    await asyncio.sleep(1.0)
-                    continue
-                await finish(batch, store, publisher)
-            if batch.plan.size + len(batch.orphaned) < settings.webhook_retry_batch:
-                await asyncio.sleep(settings.webhook_retry_poll_interval)
+        try:
+            while True:
+                # A webhook whose retries are still being sent (a slow or hanging receiver)
+                # is left out of the next claims: it holds one batch, not the poller.
+                batch = await retry_forever(
+                    "claiming webhook retries",
+                    lambda: prepare_retries(
+                        store,
+                        limit=settings.webhook_retry_batch,
+                        lease=settings.webhook_retry_lease,
+                        exclude=list(sending),
+                    ),
+                )
+                if not batch.empty:
+                    await retries_in_flight.submit(
+                        functools.partial(send_retries, batch, store, publisher)
+                    )
+                if batch.plan.size + len(batch.orphaned) < settings.webhook_retry_batch:
+                    await asyncio.sleep(settings.webhook_retry_poll_interval)
+        finally:
+            retries_in_flight.cancel()
 
     @app.timer(interval=LOG_FLUSH_SECONDS)  # type: ignore[untyped-decorator]
     async def webhook_attempt_log() -> None:
@@ -206,6 +235,7 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     @app.on_before_shutdown.connect
     async def _close(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
         in_flight.cancel()  # unacknowledged: sent again after the restart
+        retries_in_flight.cancel()  # claimed: due again after the lease
         await sender.aclose()
         if opened.store is not None:
             try:

@@ -26,7 +26,15 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Container,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -224,29 +232,57 @@ async def send_chain(
 class Lanes:
     """Runs work keyed by (webhook, device): work with one key runs after the work submitted
     before it with that key (so a device's points reach a webhook in order, across batches),
-    and work with different keys runs concurrently."""
+    and work with different keys runs concurrently.
+
+    With ``wait``, work waits that long at most for its predecessors; then ``on_timeout()`` is
+    its result instead (the caller sends those points through the retry queue), and the work
+    after it waits for the same predecessors: a receiver still busy with a device's earlier
+    points never holds a batch longer than ``wait``."""
 
     def __init__(self) -> None:
         self._tails: dict[tuple[int, str], asyncio.Future[None]] = {}
 
-    def submit(self, key: tuple[int, str], work: Callable[[], Awaitable[_T]]) -> asyncio.Task[_T]:
+    def submit(
+        self,
+        key: tuple[int, str],
+        work: Callable[[], Awaitable[_T]],
+        *,
+        wait: float | None = None,
+        on_timeout: Callable[[], _T] | None = None,
+    ) -> asyncio.Task[_T]:
         """Start ``work`` once the work submitted before with ``key`` is over (however it
-        ended)."""
+        ended), or give up after ``wait`` seconds (see the class)."""
         loop = asyncio.get_running_loop()
         before = self._tails.get(key)
         done: asyncio.Future[None] = loop.create_future()
         self._tails[key] = done
+        gave_up = False
 
         async def run() -> _T:
+            nonlocal gave_up
             if before is not None:
-                await asyncio.shield(before)
+                if wait is None or on_timeout is None:
+                    await asyncio.shield(before)
+                else:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(before), wait)
+                    except TimeoutError:
+                        gave_up = True
+                        return on_timeout()
             return await work()
+
+        def finish() -> None:
+            if not done.done():
+                done.set_result(None)
+            if self._tails.get(key) is done:
+                del self._tails[key]
 
         def release(_: asyncio.Task[_T]) -> None:
             # A callback, not a ``finally``: it runs even for a task cancelled before it began.
-            done.set_result(None)
-            if self._tails.get(key) is done:
-                del self._tails[key]
+            if gave_up and before is not None and not before.done():
+                before.add_done_callback(lambda _: finish())  # the next waits for the same
+            else:
+                finish()
 
         task = loop.create_task(run())
         task.add_done_callback(release)
@@ -261,12 +297,14 @@ async def send_plan(
     sender: WebhookSender,
     *,
     lanes: Lanes | None = None,
+    lane_wait: float | None = None,
     failing: set[int] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> tuple[list[Attempt], list[Delivery]]:
     """Send every chain of ``plan`` (concurrently; the sender bounds the requests in flight;
     through ``lanes`` when batches overlap); returns the attempts, and the deliveries for the
-    retry queue (the plan's spilled ones and the rests of the chains that failed)."""
+    retry queue (the plan's spilled ones, the rests of the chains that failed, and the chains
+    that waited ``lane_wait`` seconds in vain for the device's earlier points to be sent)."""
     spilled = list(plan.spilled)
     attempts: list[Attempt] = []
 
@@ -281,12 +319,24 @@ async def send_plan(
             return done, spilled + rest
         results = await asyncio.gather(*(chain_work(c)() for c in plan.chains))
     else:
-        tasks = [lanes.submit((c[0].hook.id, c[0].hook.device), chain_work(c)) for c in plan.chains]
+        tasks = [
+            lanes.submit(
+                (c[0].hook.id, c[0].hook.device),
+                chain_work(c),
+                wait=lane_wait,
+                on_timeout=functools.partial(_not_sent, c),
+            )
+            for c in plan.chains
+        ]
         results = await asyncio.gather(*tasks)
     for done, rest in results:
         attempts.extend(done)
         spilled.extend(rest)
     return attempts, spilled
+
+
+def _not_sent(chain: list[Delivery]) -> tuple[list[Attempt], list[Delivery]]:
+    return [], list(chain)
 
 
 # --- Settling: what the attempts mean for the database and the dead-letter topic -------------
@@ -565,9 +615,10 @@ class DeliveryStore(Protocol):
         ...
 
     async def claim_retries(
-        self, *, limit: int, lease: float
+        self, *, limit: int, lease: float, exclude: Collection[int] = ()
     ) -> tuple[list[Delivery], list[tuple[Delivery, str]]]:
-        """Claim due retries: those to attempt, and those of disabled webhooks (with why)."""
+        """Claim due retries, none of the webhooks in ``exclude``: those to attempt, and those
+        of disabled webhooks (with why)."""
         ...
 
     async def persist(self, settlement: Settlement) -> list[tuple[int, str]]:
@@ -642,9 +693,12 @@ async def prepare_fresh(values: Sequence[bytes], store: DeliveryStore) -> Batch:
     return batch
 
 
-async def prepare_retries(store: DeliveryStore, *, limit: int, lease: float) -> Batch:
-    """Claim due retries as a batch: each its own chain (sent concurrently, in no order)."""
-    ready, orphaned = await store.claim_retries(limit=limit, lease=lease)
+async def prepare_retries(
+    store: DeliveryStore, *, limit: int, lease: float, exclude: Collection[int] = ()
+) -> Batch:
+    """Claim due retries as a batch (none of the webhooks in ``exclude``): each its own chain
+    (sent concurrently, in no order)."""
+    ready, orphaned = await store.claim_retries(limit=limit, lease=lease, exclude=exclude)
     return Batch(plan=Plan(chains=[[d] for d in ready]), orphaned=orphaned)
 
 
@@ -654,6 +708,7 @@ async def send_batch(
     *,
     policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     lanes: Lanes | None = None,
+    lane_wait: float | None = None,
     failing: set[int] | None = None,
     clock: Callable[[], float] = time.time,
     rand: Callable[[], float] = random.random,
@@ -661,10 +716,11 @@ async def send_batch(
     """Send the batch's deliveries and settle the results (never raises for a receiver).
 
     ``lanes`` keeps each device's order when batches are sent while earlier ones are still in
-    flight; ``failing`` is the set of failing webhooks, shared with the store's directory.
+    flight, waiting ``lane_wait`` seconds at most (then the points go to the retry queue);
+    ``failing`` is the set of failing webhooks, shared with the store's directory.
     """
     attempts, spilled = await send_plan(
-        batch.plan, sender, lanes=lanes, failing=failing, clock=clock
+        batch.plan, sender, lanes=lanes, lane_wait=lane_wait, failing=failing, clock=clock
     )
     batch.settlement = settle(
         attempts, spilled=spilled, orphaned=batch.orphaned, policy=policy, now=clock(), rand=rand

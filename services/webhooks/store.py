@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -256,7 +256,7 @@ class WebhookDirectory:
 
 _CLAIM = """
 WITH due AS (
-    SELECT id FROM webhook_retries WHERE due_at <= now()
+    SELECT id FROM webhook_retries WHERE due_at <= now() AND webhook_id <> ALL(%s::bigint[])
     ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED
 )
 UPDATE webhook_retries r SET due_at = now() + make_interval(secs => %s)
@@ -272,12 +272,13 @@ WHERE w.id = ANY(%s)
 
 
 async def claim_due_retries(
-    conn: Conn, *, limit: int, lease: float
+    conn: Conn, *, limit: int, lease: float, exclude: Collection[int] = ()
 ) -> tuple[list[Delivery], list[tuple[Delivery, str]]]:
     """Claim up to ``limit`` due retries for ``lease`` seconds (they are due again then, should
-    this worker die meanwhile). Returns the deliveries to attempt, and those of webhooks no
-    longer active with the reason (to dead-letter)."""
-    cur = await conn.execute(_CLAIM, (limit, lease))
+    this worker die meanwhile), none of the webhooks in ``exclude`` (those this worker is still
+    sending to). Returns the deliveries to attempt, and those of webhooks no longer active with
+    the reason (to dead-letter)."""
+    cur = await conn.execute(_CLAIM, (list(exclude), limit, lease))
     rows = await cur.fetchall()
     if not rows:
         return [], []
@@ -598,10 +599,10 @@ class PgDeliveryStore:
             return await self.directory.lookup(conn, devices)
 
     async def claim_retries(
-        self, *, limit: int, lease: float
+        self, *, limit: int, lease: float, exclude: Collection[int] = ()
     ) -> tuple[list[Delivery], list[tuple[Delivery, str]]]:
         async with self._pool.connection() as conn:
-            return await claim_due_retries(conn, limit=limit, lease=lease)
+            return await claim_due_retries(conn, limit=limit, lease=lease, exclude=exclude)
 
     async def persist(self, settlement: Settlement) -> list[tuple[int, str]]:
         async with self._pool.connection() as conn:

@@ -60,6 +60,8 @@ class Receiver:
     seen: set[str] = field(default_factory=set)
     down: bool = True
     retry_after: int = 4
+    #: ``/hang`` requests get no answer until this is set (then 200).
+    unhang: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def base(self) -> str:
@@ -85,7 +87,11 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        status, headers = self.answer(request.path, request.headers.get("webhook-id", ""))
+        if request.path.startswith("/hang/"):
+            await self.unhang.wait()
+            status, headers = 200, {}
+        else:
+            status, headers = self.answer(request.path, request.headers.get("webhook-id", ""))
         self.requests.append(
             Received(
                 request.path,
@@ -402,6 +408,39 @@ async def test_points_reach_the_receiver_signed_and_in_order(
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_a_hanging_receiver_holds_up_no_other(
+    stack: Stack, owner: Account, receiver: Receiver
+) -> None:
+    hanging = await new_device(stack, owner)
+    await add_webhook(stack, owner, hanging, f"{receiver.base}/hang/{hanging}")
+    fast = await new_device(stack, owner)
+    await add_webhook(stack, owner, fast, f"{receiver.base}/ok/{fast}")
+    try:
+        expected = set()
+        for n in range(12):  # the device of the receiver that does not answer keeps sending
+            points = await uplink(stack, hanging, frame(2000 + n), 1_700_000_000 + 900 * n)
+            expected |= {(p["metric"], p["time"]) for p in points}
+            await asyncio.sleep(0.1)
+        started = time.time()
+        await uplink(stack, fast, frame(2100), 1_700_000_000)
+        [got] = await eventually(lambda: _async(receiver.at(f"/ok/{fast}") or None), timeout=30)
+        # Before: the agent's batches all waited behind the hanging requests until the sender's
+        # 10 s timeout. Now a batch waits HIVEPIPE_WEBHOOK_LANE_WAIT (0.25 s) at most for them.
+        assert got.at - started < 5.0
+    finally:
+        receiver.unhang.set()
+
+    async def all_delivered() -> set[tuple[str, float]] | None:
+        done = {
+            (value["metric"], value["time"])
+            for r in receiver.at(f"/hang/{hanging}")
+            if r.status == 200 and (value := orjson.loads(r.body))
+        }
+        return done if done >= expected else None
+
+    assert await eventually(all_delivered, timeout=30) == expected  # nothing lost on the way
 
 
 async def test_a_500_is_retried_then_delivered(

@@ -243,6 +243,18 @@ async def test_claims_skip_what_another_worker_holds_and_a_lease_expires(
         assert "later" not in {d.message_id for d in again}
 
 
+async def test_claims_leave_out_the_webhooks_being_sent_to(conn: Conn) -> None:
+    owner = await user(conn)
+    slow = await webhook(conn, await device(conn, owner), owner)
+    other = await webhook(conn, await device(conn, owner), owner)
+    rows = [retry_row(slow, f"s{i}") for i in range(3)] + [retry_row(other, "o")]
+    await persist_settlement(conn, Settlement(retries=rows))
+    claimed, _ = await claim_due_retries(conn, limit=10, lease=60, exclude=[slow.id])
+    assert [d.message_id for d in claimed] == ["o"]
+    claimed, _ = await claim_due_retries(conn, limit=10, lease=60, exclude=[])
+    assert sorted(d.message_id for d in claimed) == ["s0", "s1", "s2"]
+
+
 async def test_claimed_retries_of_a_disabled_webhook_come_back_as_orphans(conn: Conn) -> None:
     owner = await user(conn)
     hook = await webhook(conn, await device(conn, owner), owner)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +198,49 @@ async def test_lanes_keep_each_devices_order_across_overlapping_batches() -> Non
     assert len(lanes) == 0
 
 
+@dataclass
+class HangingSender:
+    """Holds every request to device ``stuck`` until ``release`` is set; answers others."""
+
+    stuck: str
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: list[tuple[str, int]] = field(default_factory=list)
+
+    async def send(self, url: str, body: bytes, headers: Headers) -> DeliveryResult:
+        value = orjson.loads(body)
+        if value["device"] == self.stuck:
+            await self.release.wait()
+        self.sent.append((value["device"], value["time"]))
+        return OK
+
+
+async def test_a_busy_lane_holds_a_batch_for_lane_wait_at_most() -> None:
+    hooks = {"S": (hook(1, "S"),), "F": (hook(2, "F"),)}
+    sender = HangingSender(stuck="S")
+    lanes = Lanes()
+    first = asyncio.ensure_future(
+        send_plan(plan_deliveries([stored("S", 1)], hooks), sender, lanes=lanes, lane_wait=0.05)
+    )
+    await asyncio.sleep(0.01)  # S's first point is at the receiver, which does not answer
+    loop = asyncio.get_running_loop()
+    for b in range(2, 4):  # later batches: S's points wait 0.05 s, then go to the retry queue
+        started = loop.time()
+        plan = plan_deliveries([stored("S", b), stored("F", b)], hooks)
+        attempts, rest = await send_plan(plan, sender, lanes=lanes, lane_wait=0.05)
+        assert loop.time() - started < 1.0
+        assert [(a.delivery.hook.device, a.result.outcome) for a in attempts] == [
+            ("F", "delivered")
+        ]
+        assert [(d.hook.device, orjson.loads(d.body)["time"]) for d in rest] == [("S", b)]
+    assert not first.done()
+    sender.release.set()
+    attempts, rest = await first
+    assert ([a.result.outcome for a in attempts], rest) == (["delivered"], [])
+    await asyncio.sleep(0)
+    assert len(lanes) == 0
+    assert sender.sent == [("F", 2), ("F", 3), ("S", 1)]
+
+
 async def test_in_flight_bounds_the_work_running_at_once() -> None:
     running, peak = 0, 0
 
@@ -338,9 +381,11 @@ class FakeStore:
         return {d: self.hooks.get(d, ()) for d in devices}
 
     async def claim_retries(
-        self, *, limit: int, lease: float
+        self, *, limit: int, lease: float, exclude: Collection[int] = ()
     ) -> tuple[list[Delivery], list[tuple[Delivery, str]]]:
-        claimed, self.due = self.due[:limit], self.due[limit:]
+        claimable = [d for d in self.due if d.hook.id not in exclude]
+        claimed = claimable[:limit]
+        self.due = [d for d in self.due if d not in claimed]
         return claimed, []
 
     async def persist(self, settlement: Settlement) -> list[tuple[int, str]]:
