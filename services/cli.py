@@ -9,6 +9,7 @@ import typer
 
 from services import admin_cli
 from services.settings import Settings
+from services.topics_cli import topics_app
 
 app = typer.Typer(help="hivepipe: IoT ingestion pipeline.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Ingest adapters that are not HTTP callbacks.")
@@ -16,6 +17,7 @@ app.add_typer(ingest_app, name="ingest")
 app.add_typer(admin_cli.users_app, name="users")
 app.add_typer(admin_cli.keys_app, name="keys")
 app.add_typer(admin_cli.accounts_app, name="accounts")
+app.add_typer(topics_app, name="topics")
 
 
 def _settings() -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,31 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
 def test_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0
+
+
+def test_topics_tail_prints_a_topic_by_its_short_name(kafka_server: str, tmp_path: Path) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_server, acks="all")
+        await producer.start()
+        try:
+            for i in range(3):
+                await producer.send_and_wait(f"{prefix}readings", b'{"n": %d}' % i, key=b"DEV")
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    # The broker from urls.json, as `hivepipe up` leaves it; the prefix from the environment.
+    write_urls(tmp_path, {"kafka": kafka_server})
+    env = {"HIVEPIPE_DATA_DIR": str(tmp_path), "HIVEPIPE_TOPIC_PREFIX": prefix}
+    code, out, err = _run(env, "topics", "tail", "readings", "--count", "3")
+    assert code == 0, err
+    assert out.splitlines() == [f'DEV\t{{"n": {i}}}' for i in range(3)]
+    code, out, err = _run(env, "topics", "tail", "readings", "--no-follow")
+    assert (code, len(out.splitlines())) == (0, 3)  # stops once nothing more comes
+    code, _, err = _run({"HIVEPIPE_DATA_DIR": str(tmp_path / "none")}, "topics", "tail", "x")
+    assert code == 1
+    assert "no Kafka" in err
