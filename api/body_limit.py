@@ -5,6 +5,10 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
+from services import metrics
+
+_CALLBACKS = "/callbacks/"
+_SOURCES = frozenset({"sigfox", "ttn", "chirpstack"})  # a label each, no more
 
 
 class BodyTooLarge(Exception):
@@ -64,6 +68,9 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        source = str(scope.get("path", "")).removeprefix(_CALLBACKS)
+        if source in _SOURCES:  # an uplink refused: counted with the others
+            metrics.UPLINKS_REJECTED.labels(source, "payload_too_large").inc()
         response = error_response(
             413, "payload_too_large", f"The request body exceeds {self.limit} bytes."
         )

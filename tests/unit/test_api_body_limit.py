@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from api.body_limit import BodyLimitMiddleware
@@ -62,3 +63,27 @@ async def test_over_the_limit_is_413(path: str, chunked: bool) -> None:
             path, content=content, headers={"Content-Type": "application/json"}
         )
         assert answer.status_code == 200, answer.text
+
+
+async def test_a_refused_callback_is_counted_as_a_rejected_uplink() -> None:
+    app = make_app()
+
+    @app.post("/callbacks/sigfox")
+    async def sigfox(request: Request) -> dict[str, int]:
+        return {"length": len(await request.body())}
+
+    def rejected() -> float:
+        labels = {"source": "sigfox", "reason": "payload_too_large"}
+        return REGISTRY.get_sample_value("hivepipe_uplinks_rejected_total", labels) or 0.0
+
+    before = rejected()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for chunked in (False, True):
+            data = json_body(4 * LIMIT)
+            answer = await client.post(
+                "/callbacks/sigfox", content=chunks(data) if chunked else data
+            )
+            assert answer.status_code == 413
+        assert (await client.post("/model", content=json_body(4 * LIMIT))).status_code == 413
+    assert rejected() == before + 2  # the two callbacks, not the API request
