@@ -167,3 +167,39 @@ async def test_an_unanswered_downlink_is_queued_again_after_two_uplinks(stack: S
     again = {**request, "time": now + 1800, "seqNumber": 13}
     resent = await callback(stack, again)
     assert resent.json() == {device: {"downlinkData": "a102060001000000"}}
+
+
+async def test_a_request_carrying_the_ack_gets_the_successor_and_the_worker_agrees(
+    stack: Stack,
+) -> None:
+    device, headers = await register_orbit_t(stack)
+    path = f"/v1/orbit/dev/{device}"
+    await stack.client.post(path, json={"params": {"led": 1}}, headers=headers)
+    now = int(time.time())
+    first = await callback(
+        stack, {"device": device, "time": now, "data": "", "seqNumber": 300, "ack": True}
+    )
+    assert first.json() == {device: {"downlinkData": "a101060001000000"}}
+    await stack.client.post(path, json={"params": {"led": 0}}, headers=headers)  # waits (rule 4)
+    # The device acks seq 1 (led=1) in its next uplink, which asks for a downlink too.
+    acking = {"device": device, "time": now + 600, "data": "1001060001", "seqNumber": 301}
+    second = await callback(stack, {**acking, "ack": True})
+    assert second.json() == {device: {"downlinkData": "a102060000000000"}}
+
+    # The worker decodes that uplink later and its param_ack reaches the ack agent, which must
+    # change nothing. To know it got there: a later uplink acks an unknown seq with
+    # sample_interval=20, which the agent applies after it (one device: one partition, in order).
+    marker = {"device": device, "time": now + 1200, "data": "1009010014", "seqNumber": 302}
+    assert (await callback(stack, marker)).status_code == 204
+
+    async def agent_done() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await stack.client.get(path, headers=headers)).json()
+        return body if body["active"]["sample_interval"] == 20 else None
+
+    state = await eventually(agent_done, timeout=20)
+    assert state["active"]["led"] == 1
+    assert [(p["value"], p["status"], p["seq"]) for p in state["pending"]] == [(0, "in_flight", 2)]
+    listed = await stack.client.get(
+        f"/v1/devices/{device}/events", params={"type": "param_acked"}, headers=headers
+    )
+    assert len(listed.json()["events"]) == 1  # the answer's; the worker left the state as it was
