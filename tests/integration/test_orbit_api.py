@@ -624,3 +624,28 @@ async def test_a_request_carrying_an_ack_is_answered_after_the_ack(
         ack = changes.Ack(device, t + 600, 1, ((6, 1),), uplink_seq=21)
         assert await changes.apply_ack(conn, ack) == ()  # type: ignore[arg-type]
     assert (await view(api, owner, device))["pending"] == state["pending"]
+
+
+async def test_a_request_answered_without_a_downlink_is_counted_once(
+    api: Api, owner: Account
+) -> None:
+    device = await add_device(api, owner)
+    await queue(api, owner, device, {"led": 1})
+    t = int(time.time())
+    request = {"device": device, "data": "", "ack": True}
+    sent = await sigfox(api, {**request, "time": t, "seqNumber": 30})
+    assert frame_of(sent, device) == "a101060001000000"
+    # The next uplink asks for a downlink too; nothing is ready (led is in flight): 204. It is
+    # the first uplink since led was sent, and the answer counted it.
+    assert (
+        frame_of(await sigfox(api, {**request, "time": t + 600, "seqNumber": 31}), device) is None
+    )
+    async with await connect(api.database_url) as conn:
+        # The worker, seeing that uplink later, must not count it again (else: re-queued now).
+        assert await changes.note_uplinks(conn, [(device, 31, t + 600)]) == 0  # type: ignore[arg-type]
+        pending = (await view(api, owner, device))["pending"]
+        assert [(p["status"], p["attempts"]) for p in pending] == [("in_flight", 0)]
+        # The second uplink since the send is: led goes back to the queue.
+        assert await changes.note_uplinks(conn, [(device, 32, t + 1200)]) == 1  # type: ignore[arg-type]
+    pending = (await view(api, owner, device))["pending"]
+    assert [(p["status"], p["attempts"]) for p in pending] == [("queued", 1)]
