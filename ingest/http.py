@@ -25,6 +25,7 @@ from api.context import ApiContext
 from api.deps import ContextDep
 from api.errors import ApiError
 from api.responses import OrjsonResponse
+from api.routing import OrjsonRoute
 from services import metrics
 from services.events import (
     ALL_TOPICS,
@@ -42,7 +43,7 @@ from services.ingest.topics import TopicRepair
 from services.kafka import KafkaPublisher, Publisher, PublishFailed
 from services.orbit.downlink_answer import DeviceUnavailable
 
-router = APIRouter(prefix="/callbacks", tags=["callbacks"])
+router = APIRouter(prefix="/callbacks", tags=["callbacks"], route_class=OrjsonRoute)
 M = TypeVar("M", bound=BaseModel)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 log = logging.getLogger(__name__)

@@ -9,10 +9,11 @@ from pydantic import BaseModel
 
 from api.deps import ConnDep, ReadData, ReadDev, StorableText, device_or_404
 from api.errors import ApiError
+from api.routing import OrjsonRoute
 from services.storage import points as store
 from services.storage.events import query_events
 
-router = APIRouter(prefix="/v1/devices", tags=["data"])
+router = APIRouter(prefix="/v1/devices", tags=["data"], route_class=OrjsonRoute)
 
 #: Unix seconds accepted in a range (0 to the year 3000): larger values overflow timestamptz.
 Timestamp = Annotated[float | None, Query(ge=0, le=32_503_680_000)]

@@ -17,10 +17,11 @@ from api.deps import (
     error_responses,
 )
 from api.errors import ApiError
+from api.routing import OrjsonRoute
 from services import devices as registry
 from services.auth.keys import Principal
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/v1/devices", tags=["devices"], route_class=OrjsonRoute)
 
 
 #: The device models of the contract (``services.devices.MODEL_NETWORKS``).

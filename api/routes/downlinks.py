@@ -17,6 +17,7 @@ from api.deps import (
     error_responses,
 )
 from api.errors import ApiError
+from api.routing import OrjsonRoute
 from services.auth.keys import Principal
 from services.downlinks import (
     NetworkServerFailed,
@@ -28,7 +29,7 @@ from services.downlinks import (
 from services.events import TOPIC_COMMANDS
 from services.network_servers import Downlink, NetworkServer
 
-router = APIRouter(prefix="/v1/devices", tags=["downlinks"])
+router = APIRouter(prefix="/v1/devices", tags=["downlinks"], route_class=OrjsonRoute)
 
 
 class DownlinkIn(BaseModel):

@@ -27,6 +27,7 @@ from api.context import ApiContext
 from api.deps import ApiServices, Conn, ConnDep, ContextDep, PrincipalDep, ServicesDep
 from api.responses import OrjsonResponse
 from api.routes.orbit import _wake_relay as wake_outbox_relay
+from api.routing import OrjsonRoute
 from services import accounts
 from services import devices as registry
 from services.auth.keys import Principal
@@ -39,7 +40,7 @@ from services.orbit.params import InvalidParam
 from services.storage import points
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["graphql"])
+router = APIRouter(tags=["graphql"], route_class=OrjsonRoute)
 
 ORBIT_MODELS = frozenset({"orbit-t", "orbit-th", "orbit-lite"})
 

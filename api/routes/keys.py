@@ -10,12 +10,13 @@ from pydantic import BaseModel, Field
 
 from api.deps import ConnDep, ManageKeys, ServicesDep, error_responses
 from api.errors import ApiError
+from api.routing import OrjsonRoute
 from services import accounts
 from services.auth import keys as key_store
 from services.auth.keys import Principal
 from services.auth.scopes import PRESETS, SCOPES, InvalidScopes
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=OrjsonRoute)
 
 #: Unix time bounds accepted for an expiration (up to the year 9999).
 MAX_TIME = 253_402_300_799

@@ -12,8 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import ContextDep
 from api.errors import error_response
 from api.responses import OrjsonResponse
+from api.routing import OrjsonRoute
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=OrjsonRoute)
 
 
 @router.get("/healthz")

@@ -24,6 +24,7 @@ from api.deps import (
     device_or_404,
 )
 from api.errors import ApiError
+from api.routing import OrjsonRoute
 from ingest.http import ingest_publisher, json_response
 from services import metrics
 from services.auth.keys import Principal
@@ -37,7 +38,7 @@ from services.orbit.store import UnknownDevice, orbit_view
 from services.outbox import OutboxRelay
 from services.storage.db import open_pool
 
-router = APIRouter(prefix="/v1/orbit", tags=["orbit"])
+router = APIRouter(prefix="/v1/orbit", tags=["orbit"], route_class=OrjsonRoute)
 
 #: The Sigfox network waits a few seconds for a downlink answer: a database connection that
 #: takes longer than this is a 503 (the network retries, and the retry gets the same answer).

@@ -9,9 +9,10 @@ from pydantic import BaseModel, Field
 
 from api.deps import ConnDep, ReadUsage
 from api.errors import ApiError
+from api.routing import OrjsonRoute
 from services import accounts, usage
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"])
+router = APIRouter(prefix="/v1/usage", tags=["usage"], route_class=OrjsonRoute)
 
 #: Unix times accepted for ``from``/``to`` (1970 to 2100).
 MAX_TIME = 4_102_444_800

@@ -9,9 +9,10 @@ from pydantic import BaseModel, Field
 
 from api.deps import ConnDep, ManageUsers, error_responses
 from api.errors import ApiError
+from api.routing import OrjsonRoute
 from services import accounts
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], route_class=OrjsonRoute)
 
 
 class UserIn(BaseModel):

@@ -19,6 +19,7 @@ from api.deps import (
     error_responses,
 )
 from api.errors import ApiError
+from api.routing import OrjsonRoute
 from services.auth.keys import Principal
 from services.webhooks import (
     CachingResolver,
@@ -40,7 +41,7 @@ from services.webhooks.store import (
     webhook_body,
 )
 
-router = APIRouter(prefix="/v1/devices", tags=["webhooks"])
+router = APIRouter(prefix="/v1/devices", tags=["webhooks"], route_class=OrjsonRoute)
 
 _MAX_ID = 2**63 - 1
 

@@ -270,6 +270,15 @@ async def test_hostile_input_never_500_and_never_leaks(world: World) -> None:
     # Each was refused as bad input (400/404/422), none accepted.
     accepted = [c for c, st in zip(cases_sent, statuses, strict=True) if st not in (400, 404, 422)]
     assert not accepted, accepted
+    # Not JSON (RFC 8259) although Python's json module reads them: 400 like any malformed body.
+    for raw in (
+        b'{"params": {"led": NaN}}',
+        b'{"params": {"led": -Infinity}}',
+        b'{"params": {"led": 1, }}',
+    ):
+        answer = await client.post("/v1/orbit/dev/a-nul-device", content=raw, headers=JSON_H)
+        assert answer.status_code == 400, (raw, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_json"
     nul = await client.post(
         "/graphql", json={"query": '{ device(id: "\\u0000") { id } }'}, headers=h
     )
