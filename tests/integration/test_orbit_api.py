@@ -574,15 +574,22 @@ def frame_of(answer: Any, device: str) -> str | None:
     return str(answer.json()[device]["downlinkData"])
 
 
-async def test_a_request_that_is_the_second_uplink_carries_the_unanswered_update_again(
-    api: Api, owner: Account
-) -> None:
+async def led_sent(api: Api, owner: Account, seq: int) -> tuple[str, int, Message]:
+    """A new device with ``led=1`` in flight: sent in answer to request ``seq`` at ``t``.
+    Returns the device, ``t`` and the body of a downlink request (without time and seq)."""
     device = await add_device(api, owner)
     await queue(api, owner, device, {"led": 1})
     t = int(time.time())
-    request = {"device": device, "data": "", "ack": True}
-    sent = await sigfox(api, {**request, "time": t, "seqNumber": 10})
+    request: Message = {"device": device, "data": "", "ack": True}
+    sent = await sigfox(api, {**request, "time": t, "seqNumber": seq})
     assert frame_of(sent, device) == "a101060001000000"
+    return device, t, request
+
+
+async def test_a_request_that_is_the_second_uplink_carries_the_unanswered_update_again(
+    api: Api, owner: Account
+) -> None:
+    device, t, request = await led_sent(api, owner, 10)
     # The first uplink after the send, as the worker counts it (no ack in it).
     async with await connect(api.database_url) as conn:
         await changes.note_uplinks(conn, [(device, 11, t + 600)])  # type: ignore[arg-type]
@@ -602,13 +609,7 @@ async def test_a_request_that_is_the_second_uplink_carries_the_unanswered_update
 async def test_a_request_carrying_an_ack_is_answered_after_the_ack(
     api: Api, owner: Account
 ) -> None:
-    device = await add_device(api, owner)
-    await queue(api, owner, device, {"led": 1})
-    t = int(time.time())
-    first = await sigfox(
-        api, {"device": device, "time": t, "data": "", "seqNumber": 20, "ack": True}
-    )
-    assert frame_of(first, device) == "a101060001000000"
+    device, t, _ = await led_sent(api, owner, 20)
     await queue(api, owner, device, {"led": 0})  # rule 4: waits for the ack of led=1
     # The ack of seq 1 (led=1) rides a downlink request: the successor led=0 is sent at once.
     acking = {"device": device, "time": t + 600, "data": "1001060001", "seqNumber": 21}
@@ -629,12 +630,7 @@ async def test_a_request_carrying_an_ack_is_answered_after_the_ack(
 async def test_a_request_answered_without_a_downlink_is_counted_once(
     api: Api, owner: Account
 ) -> None:
-    device = await add_device(api, owner)
-    await queue(api, owner, device, {"led": 1})
-    t = int(time.time())
-    request = {"device": device, "data": "", "ack": True}
-    sent = await sigfox(api, {**request, "time": t, "seqNumber": 30})
-    assert frame_of(sent, device) == "a101060001000000"
+    device, t, request = await led_sent(api, owner, 30)
     # The next uplink asks for a downlink too; nothing is ready (led is in flight): 204. It is
     # the first uplink since led was sent, and the answer counted it.
     assert (
