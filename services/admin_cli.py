@@ -30,11 +30,13 @@ accounts_app = typer.Typer(help="Accounts: rate limits.", no_args_is_help=True)
 
 
 class CliSettings(BaseSettings):
-    """Only what these commands need (no secret is required to administer the database)."""
+    """Only what the CLI's commands need (no secret is required to administer the database)."""
 
     model_config = SettingsConfigDict(env_prefix="HIVEPIPE_", extra="ignore")
 
     database_url: str | None = None
+    kafka: str | None = None
+    topic_prefix: str = "hivepipe."
     data_dir: Path = Path(".hivepipe")
 
 
@@ -48,17 +50,25 @@ def write_urls(data_dir: Path, urls: dict[str, str | None]) -> Path:
     return path
 
 
+def installation_url(settings: CliSettings, name: str) -> str | None:
+    """Setting ``name`` (``database_url``, ``kafka``) from the environment, else the running
+    embedded installation's (``urls.json``), else None."""
+    configured = getattr(settings, name)
+    if configured:
+        return str(configured)
+    try:
+        url = json.loads((settings.data_dir / URLS_FILE).read_text()).get(name)
+    except (OSError, ValueError):
+        return None
+    return str(url) if url else None
+
+
 def database_url(settings: CliSettings | None = None) -> str:
     """``HIVEPIPE_DATABASE_URL``, else the running embedded installation's (``urls.json``)."""
     settings = settings or CliSettings()
-    if settings.database_url:
-        return settings.database_url
-    path = settings.data_dir / URLS_FILE
-    try:
-        url = json.loads(path.read_text()).get("database_url")
-    except (OSError, ValueError):
-        url = None
+    url = installation_url(settings, "database_url")
     if not url:
+        path = settings.data_dir / URLS_FILE
         _fail(f"No database: set HIVEPIPE_DATABASE_URL, or start `hivepipe up` (it writes {path}).")
     return str(url)
 

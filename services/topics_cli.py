@@ -9,37 +9,15 @@ from the beginning of the topic: tansu's end offsets cannot be trusted for "only
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.admin_cli import URLS_FILE
+from services.admin_cli import URLS_FILE, CliSettings, installation_url
 
 topics_app = typer.Typer(help="The Kafka topics (docs/topics.md).", no_args_is_help=True)
-
-
-class TopicSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HIVEPIPE_", extra="ignore")
-
-    kafka: str | None = None
-    topic_prefix: str = "hivepipe."
-    data_dir: Path = Path(".hivepipe")
-
-
-def kafka_bootstrap(settings: TopicSettings) -> str | None:
-    """``HIVEPIPE_KAFKA``, else the running embedded installation's, else None."""
-    if settings.kafka:
-        return settings.kafka
-    try:
-        url = json.loads((settings.data_dir / URLS_FILE).read_text()).get("kafka")
-    except (OSError, ValueError):
-        return None
-    return str(url) if url else None
 
 
 def full_name(name: str, prefix: str) -> str:
@@ -95,8 +73,8 @@ def tail_command(
     ] = True,
 ) -> None:
     """Print the topic's messages (key, a tab, the JSON value), from its beginning."""
-    settings = TopicSettings()
-    bootstrap = kafka_bootstrap(settings)
+    settings = CliSettings()
+    bootstrap = installation_url(settings, "kafka")
     if bootstrap is None:
         typer.echo(
             f"error: no Kafka: set HIVEPIPE_KAFKA, or start `hivepipe up` (it writes"
