@@ -136,10 +136,7 @@ async def _backfill(conn: AsyncConnection[Any]) -> None:
             DAILY,
         )
         return
-    for view in (HOURLY, DAILY):  # daily is computed from hourly: refresh hourly first
-        await conn.execute(
-            sql.SQL("CALL refresh_continuous_aggregate({}, NULL, NULL)").format(sql.Literal(view))
-        )
+    await _refresh(conn, None, None)
 
 
 async def refresh_aggregates(conn: AsyncConnection[Any], start: datetime, end: datetime) -> bool:
@@ -151,13 +148,21 @@ async def refresh_aggregates(conn: AsyncConnection[Any], start: datetime, end: d
     if not await _exists(conn, HOURLY):
         return False
     day = timedelta(days=1)
-    window = (start - day, end + day)
+    await _refresh(conn, start - day, end + day)
+    return True
+
+
+async def _refresh(
+    conn: AsyncConnection[Any], start: datetime | None, end: datetime | None
+) -> None:
+    """Both aggregates between ``start`` and ``end`` (None: unbounded)."""
     for view in (HOURLY, DAILY):  # daily is computed from hourly: refresh hourly first
         await conn.execute(
-            sql.SQL("CALL refresh_continuous_aggregate({}, %s, %s)").format(sql.Literal(view)),
-            window,
+            sql.SQL(
+                "CALL refresh_continuous_aggregate({}, %s::timestamptz, %s::timestamptz)"
+            ).format(sql.Literal(view)),
+            (start, end),
         )
-    return True
 
 
 async def _hypertable(conn: AsyncConnection[Any], chunk_interval: str) -> None:
