@@ -27,11 +27,11 @@ SECTIONS = ("callbacks", "mqtt", "orbit", "webhooks", "queries", "auth")
 def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) -> None:
     result = asyncio.run(drive_callbacks(run, args.callbacks, figures=figures))
     # The flood's latency is mostly the age of its backlog; at a steady rate it is the path's.
-    steady_rate = 500.0
+    steady_rate, steady_n = 500.0, 5_000
     steady = asyncio.run(
         drive_callbacks(
             run,
-            int(steady_rate * 10),
+            steady_n,
             figures=figures,
             rate=steady_rate,
             seq_base=args.callbacks // 1000 + 1,
@@ -63,7 +63,7 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
     figures.add(
         f"latency callback → stored at a steady {steady_rate:,.0f} callbacks/s, p50 / p99",
         f"{steady['p50']:.0f} / {steady['p99']:.0f} ms",
-        f"{steady['stored_points']:,.0f} of {int(steady_rate * 10) * 4:,} points stored",
+        f"{steady['stored_points']:,.0f} of {steady_n * 4:,} points stored",
     )
     args.kafka_rate = kafka_rate
     args.insert_rate = insert_rate

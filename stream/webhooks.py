@@ -163,18 +163,16 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     sending: Counter[int] = Counter()
 
     async def send_retries(batch: Batch, store: PgDeliveryStore, publisher: Publisher) -> None:
+        nonlocal sending
         hooks = Counter(d.hook.id for chain in batch.plan.chains for d in chain)
-        sending.update(hooks)
+        sending += hooks
         try:
             await send_batch(batch, sender, policy=policy)
         except Exception:  # a bug, not a receiver: its rows are due again after the lease
             log.exception("sending webhook retries failed")
             return
         finally:
-            sending.subtract(hooks)
-            for hook_id in hooks:
-                if sending[hook_id] <= 0:
-                    del sending[hook_id]
+            sending -= hooks  # in place; drops the webhooks no longer sent to
         await finish(batch, store, publisher)
 
     @app.task  # type: ignore[untyped-decorator]
