@@ -42,10 +42,10 @@ from services.ingest.sigfox import SigfoxCallback
 from services.ingest.topics import TopicRepair
 from services.kafka import KafkaPublisher, Publisher, PublishFailed
 from services.orbit.downlink_answer import DeviceUnavailable
+from services.settings import IPNetwork
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"], route_class=OrjsonRoute)
 M = TypeVar("M", bound=BaseModel)
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 log = logging.getLogger(__name__)
 
 _ACCEPTED: dict[int | str, dict[str, Any]] = {

@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 _WEAK_SECRETS = {"", "changeme", "secret", "token", "hivepipe"}
 
 
+#: A network of an allowlist setting.
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class Settings(BaseSettings):
     """Validated at start; refuses default secrets outside the embedded mode.
 
@@ -94,14 +98,10 @@ class Settings(BaseSettings):
 
     #: Where Sigfox callbacks may come from (CIDRs, comma-separated; empty: anywhere). Sigfox
     #: calls from 185.110.96.0/22 (wire-formats.md); the token is checked either way.
-    sigfox_allowed_sources: Annotated[
-        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
-    ] = ()
+    sigfox_allowed_sources: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
 
     # Webhooks.
-    webhook_allowed_cidrs: Annotated[
-        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
-    ] = ()
+    webhook_allowed_cidrs: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     webhook_allow_http: bool = False
     #: Webhooks a device may have (POST beyond it: 409 ``too_many_webhooks``).
     webhook_max_per_device: int = Field(default=5, ge=1, le=100)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.codecs import DecodeError
-from services.codecs.orbit import read_param_ack
+from services.codecs.orbit import FRAME_PARAM_ACK, read_param_ack
 from services.orbit import _rows as rows
 from services.orbit import planning, queue
 from services.orbit._rows import Conn, UnknownDevice
@@ -88,10 +88,13 @@ class RequestAnswer:
     outcomes: tuple[Outcome, ...] = ()
 
 
+_ACK_PREFIX = f"{FRAME_PARAM_ACK:02x}"
+
+
 def request_ack(payload_hex: str | None) -> tuple[int, tuple[tuple[int, int], ...]] | None:
     """The (downlink seq, (param id, raw value) pairs) of the parameter ack a downlink request
     carries, or None when its payload is no (valid) ack: the worker reports that one."""
-    if not payload_hex or not payload_hex.startswith("10"):
+    if not payload_hex or not payload_hex.startswith(_ACK_PREFIX):
         return None
     try:
         data = read_param_ack(bytes.fromhex(payload_hex))
