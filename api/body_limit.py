@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
-from services import metrics
+from services.platform import metrics
 
 _CALLBACKS = "/callbacks/"
 _SOURCES = frozenset({"sigfox", "ttn", "chirpstack"})  # a label each, no more

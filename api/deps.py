@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,16 +21,17 @@ from fastapi.security import APIKeyHeader, APIKeyQuery
 from psycopg import AsyncConnection
 from pydantic import AfterValidator, BaseModel, Field
 
-from api.context import ApiContext
+from api.context import ApiContext, ApiServices
 from api.errors import ApiError
 from api.ratelimit import STATE_KEY, AccountLimiter, RateLimitHeaders
-from services import devices as registry
-from services import network_servers, usage
-from services.auth.keys import Principal, find_principal
-from services.auth.last_used import LastUsed
-from services.commands_out import CommandPublisher, NoBroker, PahoCommandPublisher
-from services.network_servers import NetworkServer
-from services.storage.db import REQUEST_TIMEOUT
+from services.accounts import usage
+from services.accounts.keys import Principal, find_principal
+from services.accounts.last_used import LastUsed
+from services.commands.publishing import CommandPublisher, NoBroker, PahoCommandPublisher
+from services.devices import registry
+from services.downlinks import network_servers
+from services.downlinks.network_servers import NetworkServer
+from services.platform.db import REQUEST_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +60,8 @@ ConnDep = Annotated[Conn, Depends(get_conn)]
 # --- What the API process holds for its routes ---------------------------------------------
 
 
-@dataclass
-class ApiServices:
-    """Opened by :func:`start_api_services` in the lifespan; kept in ``ctx.extras["api"]``."""
-
-    limiter: AccountLimiter
-    last_used: LastUsed
-    commands: CommandPublisher
-    #: None when no LoRaWAN network server is configured (``network_server_problem`` says why).
-    network_server: NetworkServer | None
-    network_server_problem: str
-
-
 async def get_services(ctx: ContextDep) -> ApiServices:
-    services: ApiServices = ctx.extras["api"]
-    return services
+    return ctx.api_services()
 
 
 ServicesDep = Annotated[ApiServices, Depends(get_services)]
@@ -112,7 +99,7 @@ async def start_api_services(ctx: ApiContext) -> None:
         async def mqtt_ready() -> bool:
             return paho.connected
 
-        ctx.extras.setdefault("mqtt_ready", mqtt_ready)
+        ctx.mqtt_ready = mqtt_ready
     else:
         commands = NoBroker()
     problem = "no LoRaWAN network server is configured (HIVEPIPE_LORAWAN_SERVER)"
@@ -133,7 +120,7 @@ async def start_api_services(ctx: ApiContext) -> None:
         network_server=server,
         network_server_problem=problem,
     )
-    ctx.extras["api"] = services
+    ctx.services = services
     flusher = asyncio.create_task(_flush_forever(ctx, services))
 
     async def close() -> None:
@@ -148,7 +135,7 @@ async def start_api_services(ctx: ApiContext) -> None:
         if services.network_server is not None:
             await services.network_server.close()
 
-    ctx.extras.setdefault("closers", []).append(close)
+    ctx.closers.append(close)
 
 
 # --- Authentication and rate limiting ---------------------------------------------------------
@@ -209,7 +196,7 @@ async def get_principal(
     # resolve on every request (FastAPI's resolution is a fair share of this path's cost).
     ctx: ApiContext = request.app.state.ctx
     principal = await authenticate(ctx, header_key or query_key)
-    await admit(ctx.extras["api"], principal, request.scope.setdefault("state", {}))
+    await admit(ctx.api_services(), principal, request.scope.setdefault("state", {}))
     request.state.principal = principal
     return principal
 

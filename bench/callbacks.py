@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.progress import Progress
 
 from bench.env import Running
-from services.events import TOPIC_STORED, DataPoint, UplinkEnvelope, dumps
+from services.platform.events import TOPIC_STORED, DataPoint, UplinkEnvelope, dumps
 
 
 @dataclass

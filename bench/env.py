@@ -13,9 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services import embedded
-from services.settings import Settings
-from services.supervisor import Installation, prepare, spawn_role, start_servers, stop_process
+from services.entrypoints import embedded
+from services.entrypoints.supervisor import (
+    Installation,
+    prepare,
+    spawn_role,
+    start_servers,
+    stop_process,
+)
+from services.platform.settings import Settings
 
 
 @dataclass

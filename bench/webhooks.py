@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.callbacks import percentile
 from bench.env import Running
-from services.events import TOPIC_STORED
+from services.platform.events import TOPIC_STORED
 
 _NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 
@@ -90,9 +90,9 @@ async def _setup(run: Running, port: int, devices: int) -> list[str]:
     import psycopg
     from psycopg.rows import dict_row
 
-    from services.accounts import add_user
-    from services.auth.keys import issue_key, key_scopes
-    from services.devices import create_device
+    from services.accounts.keys import issue_key, key_scopes
+    from services.accounts.users import add_user
+    from services.devices.registry import create_device
 
     url = run.settings.database_url or ""
     tag = uuid.uuid4().hex[:6]

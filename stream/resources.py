@@ -9,10 +9,10 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from services.devices import DeviceDirectory
-from services.kafka import KafkaPublisher
-from services.settings import Settings
-from services.storage.db import open_pool
+from services.devices.registry import DeviceDirectory
+from services.platform.db import open_pool
+from services.platform.kafka import KafkaPublisher
+from services.platform.settings import Settings
 
 
 @dataclass

@@ -22,9 +22,9 @@ from fastapi import FastAPI
 from psycopg.rows import dict_row
 
 from api.deps import PrincipalDep
-from services.accounts import add_user
-from services.auth.keys import issue_key, key_scopes
-from services.settings import Settings
+from services.accounts.keys import issue_key, key_scopes
+from services.accounts.users import add_user
+from services.platform.settings import Settings
 from tests.schemas import check as check_schema
 from tests.stack import stack_settings
 
@@ -50,7 +50,7 @@ class Api:
 @asynccontextmanager
 async def running_api(settings: Settings) -> AsyncIterator[Api]:
     """``create_app(settings)`` with its lifespan, reached through an ASGI transport."""
-    from api.main import create_app
+    from services.entrypoints.api_app import create_app
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -64,7 +64,7 @@ async def api_on_new_schema(
     pg_server: str, *, kafka: str, data_dir: Path, mqtt_url: str | None = None, **extra: object
 ) -> AsyncIterator[Api]:
     """A fresh migrated schema and the app on it (dropped afterwards)."""
-    from services.storage.db import migrate
+    from services.platform.db import migrate
     from tests.conftest import drop_schema, new_schema
 
     name, url = new_schema(pg_server)
@@ -228,7 +228,7 @@ async def bench_auth_overhead(
         asyncio.run(bench_auth_overhead())
     """
     if database_url is None:
-        from services.storage.db import migrate
+        from services.platform.db import migrate
         from tests.conftest import drop_schema, new_schema
         from tests.servers import server_url
 
@@ -241,8 +241,8 @@ async def bench_auth_overhead(
             finally:
                 drop_schema(base, name)
     from api.deps import admit, authenticate
-    from api.main import create_app
-    from services.kafka import FakePublisher
+    from services.entrypoints.api_app import create_app
+    from services.platform.kafka import FakePublisher
 
     settings = Settings(
         database_url=database_url,
@@ -265,7 +265,7 @@ async def bench_auth_overhead(
     account = await make_account(database_url, scopes=("read-only",))
     async with app.router.lifespan_context(app):
         ctx = app.state.ctx
-        services = ctx.extras["api"]
+        services = ctx.api_services()
         direct: list[float] = []
         for i in range(requests + 100):
             started = time.perf_counter()

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from services.storage.db import MIGRATIONS_DIR
+from services.platform.db import MIGRATIONS_DIR
 from tests.servers import server_url
 
 
@@ -76,7 +76,7 @@ def database_url(pg_server: str) -> Iterator[str]:
 @pytest.fixture
 async def migrated_url(database_url: str) -> str:
     """A fresh schema with every migration applied."""
-    from services.storage.db import migrate
+    from services.platform.db import migrate
 
     async with await psycopg.AsyncConnection.connect(
         database_url, autocommit=True, row_factory=psycopg.rows.dict_row

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.settings import Settings
+from services.platform.settings import Settings
 
 Message = dict[str, Any]
 

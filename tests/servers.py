@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from services import embedded
+from services.entrypoints import embedded
 
 
 def _docker_available() -> bool:

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from services import embedded
-from services.settings import Settings
-from services.supervisor import prepare
+from services.entrypoints import embedded
+from services.entrypoints.supervisor import prepare
+from services.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "worker"],
+        [sys.executable, "-m", "services.entrypoints.cli", "worker"],
         env=settings_env(settings),
         cwd=ROOT,
         stdout=log,
@@ -105,7 +105,7 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
 
 @asynccontextmanager
 async def run_stack(settings: Settings, *, with_worker: bool = True) -> AsyncIterator[Stack]:
-    from api.main import create_app
+    from services.entrypoints.api_app import create_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     api_key = await prepare(settings)

@@ -1,1 +1,1 @@
-"""One module per resource; collected by api.main."""
+"""One module per resource; collected by services.entrypoints.api_app."""

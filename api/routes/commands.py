@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from api.deps import ConnDep, ContextDep, SendCmd, ServicesDep, device_or_404, error_responses
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services.commands import CommandInvalid
-from services.commands_out import BrokerUnavailable, send_command
-from services.events import TOPIC_COMMANDS
+from services.commands.publishing import BrokerUnavailable, send_command
+from services.commands.validation import CommandInvalid
+from services.platform.events import TOPIC_COMMANDS
 
 router = APIRouter(prefix="/v1/devices", tags=["commands"], route_class=OrjsonRoute)
 

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from api.deps import ConnDep, ReadData, ReadDev, StorableText, device_or_404
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services.storage import points as store
-from services.storage.events import query_events
+from services.readings import points as store
+from services.readings.device_events import query_events
 
 router = APIRouter(prefix="/v1/devices", tags=["data"], route_class=OrjsonRoute)
 

@@ -18,13 +18,13 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services import devices as registry
-from services.auth.keys import Principal
+from services.accounts.keys import Principal
+from services.devices import registry
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], route_class=OrjsonRoute)
 
 
-#: The device models of the contract (``services.devices.MODEL_NETWORKS``).
+#: The device models of the contract (``services.devices.registry.MODEL_NETWORKS``).
 Model = Literal["orbit-t", "orbit-th", "orbit-lite", "lorawan-lpp", "json", "relay-controller"]
 assert set(get_args(Model)) == set(registry.MODEL_NETWORKS)
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from api.context import ApiServices
 from api.deps import (
-    ApiServices,
     ConnDep,
     ContextDep,
     SendCmd,
@@ -18,16 +18,16 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services.auth.keys import Principal
-from services.downlinks import (
+from services.accounts.keys import Principal
+from services.downlinks.network_servers import Downlink, NetworkServer
+from services.downlinks.requests import (
     NetworkServerFailed,
     clear_downlinks,
     downlink_body,
     list_downlinks,
     queue_downlink,
 )
-from services.events import TOPIC_COMMANDS
-from services.network_servers import Downlink, NetworkServer
+from services.platform.events import TOPIC_COMMANDS
 
 router = APIRouter(prefix="/v1/devices", tags=["downlinks"], route_class=OrjsonRoute)
 

@@ -23,21 +23,20 @@ from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDept
 from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
 
-from api.context import ApiContext
-from api.deps import ApiServices, Conn, ConnDep, ContextDep, PrincipalDep, ServicesDep
+from api.context import ApiContext, ApiServices
+from api.deps import Conn, ConnDep, ContextDep, PrincipalDep, ServicesDep
 from api.responses import OrjsonResponse
-from api.routes.orbit import _wake_relay as wake_outbox_relay
 from api.routing import OrjsonRoute
-from services import accounts
-from services import devices as registry
-from services.auth.keys import Principal
-from services.commands import CommandInvalid
-from services.commands_out import BrokerUnavailable, send_command
-from services.events import TOPIC_COMMANDS
+from services.accounts import users as accounts
+from services.accounts.keys import Principal
+from services.commands.publishing import BrokerUnavailable, send_command
+from services.commands.validation import CommandInvalid
+from services.devices import registry
 from services.orbit import changes as orbit_changes
 from services.orbit import store as orbit_store
 from services.orbit.params import InvalidParam
-from services.storage import points
+from services.platform.events import TOPIC_COMMANDS
+from services.readings import points
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["graphql"], route_class=OrjsonRoute)
@@ -219,7 +218,7 @@ class Mutation:
             await orbit_changes.register(context.conn, row["id"], params, now)
         except (InvalidParam, TypeError, ValueError) as exc:
             raise Refused("invalid_params", f"Invalid parameters: {exc}.") from exc
-        wake_outbox_relay(context.ctx)
+        context.ctx.wake_outbox_relay()
         return JSON(await orbit_store.orbit_view(context.conn, row["id"], now))
 
 

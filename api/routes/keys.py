@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field
 from api.deps import ConnDep, ManageKeys, ServicesDep, error_responses
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services import accounts
-from services.auth import keys as key_store
-from services.auth.keys import Principal
-from services.auth.scopes import PRESETS, SCOPES, InvalidScopes
+from services.accounts import keys as key_store
+from services.accounts import users as accounts
+from services.accounts.keys import Principal
+from services.accounts.scopes import PRESETS, SCOPES, InvalidScopes
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=OrjsonRoute)
 

@@ -52,11 +52,9 @@ async def readyz(ctx: ContextDep) -> Any:
         checks["database"] = True
     except Exception:
         checks["database"] = False
-    kafka_check = ctx.extras.get("kafka_ready")
-    checks["kafka"] = bool(await kafka_check()) if kafka_check else True
-    mqtt_check = ctx.extras.get("mqtt_ready")
-    if mqtt_check is not None:
-        checks["mqtt"] = bool(await mqtt_check())
+    checks["kafka"] = bool(await ctx.kafka_ready()) if ctx.kafka_ready else True
+    if ctx.mqtt_ready is not None:
+        checks["mqtt"] = bool(await ctx.mqtt_ready())
     down = [name for name, up in checks.items() if not up]
     if down:
         return error_response(

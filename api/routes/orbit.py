@@ -1,8 +1,8 @@
-"""Orbit device management: read, queue and delete parameter updates; the Sigfox downlink answer.
+"""Orbit device management: read, queue and delete parameter updates.
 
 Changes go through :mod:`services.orbit.changes` (PostgreSQL, their device events in the
-outbox); :func:`start` (run in the API's lifespan) starts the outbox relay that publishes them
-and plugs :func:`sigfox_downlink` into the Sigfox callback.
+outbox); the API's outbox relay publishes them (woken at once by each change). The Sigfox
+downlink answer is a callback: :mod:`ingest.http.sigfox`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
-from prometheus_client import Histogram
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from api.context import ApiContext, Pool
 from api.deps import (
     ConnDep,
     ContextDep,
@@ -25,34 +23,12 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from ingest.http import ingest_publisher, json_response
-from services import metrics
-from services.auth.keys import Principal
-from services.events import UplinkEnvelope
-from services.ingest.accept import DB_TIMEOUT
-from services.ingest.sigfox import SigfoxCallback, downlink_answer
+from services.accounts.keys import Principal
 from services.orbit import changes
-from services.orbit.downlink_answer import answer_downlink_request
 from services.orbit.params import MODELS, InvalidParam, to_raw
 from services.orbit.store import UnknownDevice, orbit_view
-from services.outbox import OutboxRelay
-from services.storage.db import open_pool
 
 router = APIRouter(prefix="/v1/orbit", tags=["orbit"], route_class=OrjsonRoute)
-
-#: The Sigfox network waits a few seconds for a downlink answer: a database connection that
-#: takes longer than this is a 503 (the network retries, and the retry gets the same answer).
-ANSWER_DB_TIMEOUT = min(DB_TIMEOUT, 2.0)
-#: Connections kept for downlink answers alone: they never queue for a connection behind the
-#: uplink callbacks (which use the API's pool).
-ANSWER_POOL_SIZE = 4
-
-ANSWER_SECONDS = Histogram(
-    "hivepipe_sigfox_downlink_answer_seconds",
-    "Time to answer a Sigfox downlink request of a known device, from PostgreSQL",
-    ["answer"],
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
 
 
 class PendingOut(BaseModel):
@@ -128,12 +104,6 @@ def _refusals(model: str, params: dict[str, float]) -> list[dict[str, str]]:
     return details
 
 
-def _wake_relay(ctx: ApiContext) -> None:
-    relay: OutboxRelay | None = ctx.extras.get("outbox_relay")
-    if relay is not None:
-        relay.wake()
-
-
 @router.get("/dev/{device_id}", response_model=OrbitView)
 async def get_orbit_device(device_id: str, principal: ReadOrbit, conn: ConnDep) -> Any:
     """The device's active parameter values, its pending updates and its downlink budget."""
@@ -168,7 +138,7 @@ async def queue_orbit_updates(
         ) from exc
     except UnknownDevice as exc:
         raise device_not_found(device_id) from exc
-    _wake_relay(ctx)
+    ctx.wake_outbox_relay()
     view = await orbit_view(conn, row["id"], now)
     # Rule 1 "nothing is queued; the answer says so": each parameter's outcome.
     view["outcomes"] = {o.param: o.kind.removeprefix("param_") for o in outcomes}
@@ -199,75 +169,5 @@ async def delete_orbit_pending(
         raise device_not_found(device_id) from exc
     if not deleted:
         raise ApiError(404, "nothing_pending", f"No update of {param!r} is pending.")
-    _wake_relay(ctx)
+    ctx.wake_outbox_relay()
     return Response(status_code=204)
-
-
-# --- The Sigfox downlink request ----------------------------------------------------------
-
-
-async def sigfox_downlink(
-    ctx: ApiContext, callback: SigfoxCallback, envelope: UplinkEnvelope
-) -> Response:
-    """Answer a downlink request of a known, active device: 200 with the frame, or 204.
-
-    Called by the Sigfox callback (``ctx.extras["sigfox_downlink"]``) inside its error
-    handling: a database error is its 503. Kafka is never waited for: the uplink and the
-    ``downlink_sent`` event leave through the outbox.
-    """
-    if callback.seq_number > changes.MAX_SIGFOX_SEQ:
-        raise ApiError(
-            422,
-            "invalid",
-            "Invalid content: seqNumber.",
-            details=[
-                {
-                    "field": "seqNumber",
-                    "message": f"must be at most {changes.MAX_SIGFOX_SEQ}",
-                    "type": "less_than_equal",
-                }
-            ],
-        )
-    metrics.UPLINKS_RECEIVED.labels("sigfox").inc()
-    started = time.perf_counter()
-    pool: Pool = ctx.extras.get("orbit_answer_pool", ctx.pool)
-    async with pool.connection(timeout=ANSWER_DB_TIMEOUT) as conn:
-        answer = await answer_downlink_request(
-            conn,
-            envelope,
-            dedup_key=callback.dedup_key,
-            window_seconds=ctx.settings.dedup_window_seconds,
-            now=float(callback.time),
-        )
-    if answer.duplicate:
-        metrics.UPLINKS_DUPLICATE.labels("sigfox").inc()
-    else:
-        _wake_relay(ctx)
-    kind = "none" if answer.frame_hex is None else "downlink"
-    ANSWER_SECONDS.labels(kind).observe(time.perf_counter() - started)
-    if answer.frame_hex is None:
-        return Response(status_code=204)
-    return json_response(downlink_answer(envelope.device, answer.frame_hex))
-
-
-async def start(ctx: ApiContext) -> None:
-    """Lifespan hook: the outbox relay (drains leftovers at once) and the downlink answer with
-    its own connections."""
-    assert ctx.settings.database_url, "HIVEPIPE_DATABASE_URL is required"
-    answer_pool = await open_pool(
-        ctx.settings.database_url,
-        size=ANSWER_POOL_SIZE,
-        name="orbit-answer",
-        prepare=ctx.settings.db_prepare,
-    )
-    relay = OutboxRelay(ctx.pool, ingest_publisher(ctx), ctx.settings.topic)
-    relay.start()
-    ctx.extras["orbit_answer_pool"] = answer_pool
-    ctx.extras["outbox_relay"] = relay
-    ctx.extras["sigfox_downlink"] = sigfox_downlink
-
-    async def close() -> None:
-        await relay.stop()
-        await answer_pool.close()
-
-    ctx.extras.setdefault("closers", []).append(close)

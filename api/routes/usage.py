@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from api.deps import ConnDep, ReadUsage
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services import accounts, usage
+from services.accounts import usage
+from services.accounts import users as accounts
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"], route_class=OrjsonRoute)
 

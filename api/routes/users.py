@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from api.deps import ConnDep, ManageUsers, error_responses
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services import accounts
+from services.accounts import users as accounts
 
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=OrjsonRoute)
 

@@ -20,9 +20,8 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services.auth.keys import Principal
+from services.accounts.keys import Principal
 from services.webhooks import (
-    CachingResolver,
     WebhookRules,
     WebhookURLError,
     generate_secret,
@@ -105,13 +104,6 @@ def _rules(ctx: ApiContext) -> WebhookRules:
     )
 
 
-def _resolver(ctx: ApiContext) -> CachingResolver:
-    resolver: CachingResolver | None = ctx.extras.get("webhook_resolver")
-    if resolver is None:
-        resolver = ctx.extras["webhook_resolver"] = CachingResolver()
-    return resolver
-
-
 async def _owned_device(conn: ConnDep, device_id: str, principal: Principal) -> dict[str, Any]:
     """The device, if the caller is its owner; 404 when not visible, 403 for an integrator."""
     row = await device_or_404(conn, device_id, principal)
@@ -171,7 +163,7 @@ async def add_device_webhook(
     row = await _owned_device(conn, device_id, principal)
     try:
         target = await validate_webhook_url(
-            body.url, rules=_rules(ctx), resolve=_resolver(ctx).resolve
+            body.url, rules=_rules(ctx), resolve=ctx.webhook_resolver.resolve
         )
     except WebhookURLError as exc:
         raise ApiError(

@@ -11,8 +11,8 @@ import math
 import re
 from typing import Any
 
-from services.codecs import Decoded, DecodeError
-from services.events import DataPoint, UplinkEnvelope
+from services.codecs.base import Decoded, DecodeError
+from services.platform.events import DataPoint, UplinkEnvelope
 
 #: A metric name: 1..64 characters of letters, digits, ``_``, ``-`` and ``.``.
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.codecs import Decoded, DecodeError, payload_bytes
-from services.events import DataPoint, UplinkEnvelope
+from services.codecs.base import Decoded, DecodeError, payload_bytes
+from services.platform.events import DataPoint, UplinkEnvelope
 
 
 @dataclass(frozen=True, slots=True)

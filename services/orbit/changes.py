@@ -1,9 +1,9 @@
 """Orbit changes whose device events also go on Kafka (``device-events``).
 
 Each function wraps one :mod:`services.orbit.store` change and adds the resulting device events
-to the outbox (:mod:`services.outbox`) in the same transaction: an event is published if and
-only if its change was committed, and no caller waits for Kafka. The store still writes the
-``device_events`` rows. After the commit, wake the process's outbox relay (or let it poll).
+to the outbox (:mod:`services.platform.outbox`) in the same transaction: an event is published
+if and only if its change was committed, and no caller waits for Kafka. The store still writes
+the ``device_events`` rows. After the commit, wake the process's outbox relay (or let it poll).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 
 from psycopg.rows import tuple_row
 
-from services import outbox
-from services.events import TOPIC_DEVICE_EVENTS, DeviceEvent, UplinkEnvelope
 from services.orbit import queue, store
 from services.orbit.params import MODELS
 from services.orbit.state import Outcome
 from services.orbit.store import Conn
+from services.platform import outbox
+from services.platform.events import TOPIC_DEVICE_EVENTS, DeviceEvent, UplinkEnvelope
 
 __all__ = [
     "Ack",

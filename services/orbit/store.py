@@ -7,7 +7,7 @@ the device's ``orbit_config`` row (``SELECT ... FOR UPDATE``), loads its :class:
 applies one pure rule of ``queue``/``planning``, writes what changed and one ``device_events``
 row per outcome. The rules live in the pure modules, not here.
 
-Schema: ``services/storage/migrations/0003_orbit.sql``. Device ids are upper-cased (Sigfox ids
+Schema: ``services/platform/migrations/0003_orbit.sql``. Device ids are upper-cased (Sigfox ids
 are upper-case hex). Times are Unix seconds; pass the uplink's network time where it says so.
 """
 
@@ -18,11 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.codecs import DecodeError
-from services.codecs.orbit import FRAME_PARAM_ACK, read_param_ack
 from services.orbit import _rows as rows
 from services.orbit import planning, queue
 from services.orbit._rows import Conn, UnknownDevice
+from services.orbit.ack_frame import FRAME_PARAM_ACK, read_param_ack
 from services.orbit.params import from_raw
 from services.orbit.state import DeviceConfig, Outcome
 from services.orbit.view import render_view
@@ -98,7 +97,7 @@ def request_ack(payload_hex: str | None) -> tuple[int, tuple[tuple[int, int], ..
         return None
     try:
         data = read_param_ack(bytes.fromhex(payload_hex))
-    except (DecodeError, ValueError):
+    except ValueError:  # InvalidFrame, or a payload that is not hex
         return None
     return data["seq"], tuple((p["id"], p["raw"]) for p in data["params"])
 

@@ -1,7 +1,7 @@
 """Delivering stored data points to webhooks: plan a batch, send it, settle the results.
 
 Plain functions over batches, and two small schedulers (:class:`Lanes`, :class:`InFlight`);
-the worker's agent and retry poller (``stream/webhooks.py``) only loop over them, and
+the worker's agent and retry poller (``stream/deliveries.py``) only loop over them, and
 :mod:`services.webhooks.store` writes what they decide (behind the :class:`DeliveryStore`
 port). For a batch of ``stored`` messages::
 
@@ -40,9 +40,9 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 
-from services import usage
-from services.events import dumps
-from services.kafka import Message
+from services.accounts import usage
+from services.platform.events import dumps
+from services.platform.kafka import Message
 from services.webhooks.policy import DEFAULT_RETRY_POLICY, RetryPolicy, next_step
 from services.webhooks.sender import DeliveryResult, WebhookSender
 from services.webhooks.signing import message_id, signed_headers

@@ -17,7 +17,7 @@ from typing import Any
 from psycopg import AsyncConnection, errors
 from psycopg_pool import AsyncConnectionPool
 
-from services import usage
+from services.accounts import usage
 from services.webhooks.delivery import AttemptRecord, Delivery, Hook, Settlement, disable_reason
 from services.webhooks.policy import DEFAULT_DISABLE_POLICY, DisablePolicy, EndpointHealth
 from services.webhooks.policy import should_disable as policy_should_disable

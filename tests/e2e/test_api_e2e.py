@@ -19,7 +19,7 @@ import pytest
 from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services.commands_out import parse_mqtt_url
+from services.commands.publishing import parse_mqtt_url
 from tests.api_support import RecordingServer
 from tests.stack import ROOT, Stack, eventually, stack_in_new_schema
 
@@ -66,7 +66,7 @@ def hivepipe(stack: Stack, *args: str) -> str:
     """Run the CLI as a user would (a child process); returns its stdout."""
     env = {**os.environ, "HIVEPIPE_DATABASE_URL": stack.settings.database_url or ""}
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "services.entrypoints.cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,

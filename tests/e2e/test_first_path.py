@@ -57,8 +57,8 @@ async def test_same_uplink_twice_stores_each_point_once(stack: Stack) -> None:
 
     await eventually(points)
     # The network's duplicates were dropped at ingest; a replay of the envelope is idempotent.
-    from services.events import UplinkEnvelope, dumps
-    from services.kafka import KafkaPublisher
+    from services.platform.events import UplinkEnvelope, dumps
+    from services.platform.kafka import KafkaPublisher
 
     envelope = UplinkEnvelope(
         source="sigfox",

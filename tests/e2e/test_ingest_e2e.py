@@ -35,14 +35,14 @@ def mqtt_prefix() -> str:
 
 @pytest.fixture(scope="module")
 def mqtt_ingest(stack: Stack, mqtt_prefix: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m services.cli ingest mqtt`` with the stack's settings."""
+    """``python -m services.entrypoints.cli ingest mqtt`` with the stack's settings."""
     env = settings_env(stack.settings)
     env["HIVEPIPE_MQTT_TOPIC_PREFIX"] = mqtt_prefix
     env["HIVEPIPE_MQTT_CLIENT_ID"] = f"e2e-{uuid.uuid4().hex[:8]}"
     log = stack.settings.data_dir / "mqtt-ingest.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "ingest", "mqtt"],
+            [sys.executable, "-m", "services.entrypoints.cli", "ingest", "mqtt"],
             env=env,
             cwd=ROOT,
             stdout=out,

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from services.events import TOPIC_DEVICE_EVENTS, TOPIC_UPLINKS
+from services.platform.events import TOPIC_DEVICE_EVENTS, TOPIC_UPLINKS
 from tests.orbit_support import Message, of, read_until
 from tests.schemas import check as check_schema
 from tests.stack import Stack, eventually

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from standardwebhooks import Webhook
 
 from services.codecs import decode_uplink
-from services.events import TOPIC_DEAD_LETTER, UplinkEnvelope
+from services.platform.events import TOPIC_DEAD_LETTER, UplinkEnvelope
 from services.webhooks import message_id
 from tests.api_support import Account, connect, make_account
 from tests.servers import http_receiver

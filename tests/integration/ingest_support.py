@@ -19,10 +19,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg.rows import dict_row
 
-from services.events import ALL_TOPICS
-from services.kafka import ensure_topics
-from services.settings import Settings
-from services.storage.db import migrate
+from services.platform.db import migrate
+from services.platform.events import ALL_TOPICS
+from services.platform.kafka import ensure_topics
+from services.platform.settings import Settings
 from tests.samples import sample as sample
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ def prepare(settings: Settings) -> None:
 
 def register_devices(database_url: str, devices: list[tuple[str, str, bool]]) -> None:
     """Register ``(id, model, active)`` devices (ids canonical), owned by a test user."""
-    from services.devices import validate_new_device
+    from services.devices.registry import validate_new_device
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
@@ -150,7 +150,7 @@ def wait_for_messages(
 @contextmanager
 def api_server(settings: Settings) -> Iterator[str]:
     """The real API (create_app, its lifespan, a real KafkaPublisher) on a port, in a thread."""
-    from api.main import create_app
+    from services.entrypoints.api_app import create_app
 
     server = uvicorn.Server(
         uvicorn.Config(

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.accounts import get_user
-from services.admin_cli import write_urls
-from services.auth.keys import find_principal
-from services.cli import app
+from services.accounts.keys import find_principal
+from services.accounts.users import get_user
+from services.entrypoints.admin_cli import write_urls
+from services.entrypoints.cli import app
 from tests.api_support import connect
 
 runner = CliRunner()

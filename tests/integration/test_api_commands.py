@@ -13,9 +13,9 @@ import pytest
 from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services import embedded
-from services.commands_out import parse_mqtt_url
-from services.kafka import ensure_topics
+from services.commands.publishing import parse_mqtt_url
+from services.entrypoints import embedded
+from services.platform.kafka import ensure_topics
 from tests.api_support import (
     Account,
     Api,

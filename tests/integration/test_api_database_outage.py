@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from services.storage.db import REQUEST_TIMEOUT, migrate
+from services.platform.db import REQUEST_TIMEOUT, migrate
 from tests.api_support import api_settings, connect, make_account, running_api
 from tests.conftest import drop_schema, new_schema
 from tests.tcp_proxy import postgres_proxy

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.events import DataPoint, DeviceEvent
-from services.storage.events import store_events
-from services.storage.points import store_points
+from services.platform.events import DataPoint, DeviceEvent
+from services.readings.device_events import store_events
+from services.readings.points import store_points
 from tests.api_support import Account, Api, api_on_new_schema, connect, make_account
 
 

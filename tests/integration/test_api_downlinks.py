@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from services import embedded
-from services.kafka import ensure_topics
+from services.entrypoints import embedded
+from services.platform.kafka import ensure_topics
 from tests.api_support import (
     Account,
     Api,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from api.deps import flush_buffers
-from services import usage
-from services.events import DataPoint
-from services.storage.points import store_points, store_state
+from services.accounts import usage
+from services.platform.events import DataPoint
+from services.readings.points import store_points, store_state
 from tests.api_support import Account, Api, api_on_new_schema, connect, make_account
 
 
@@ -233,7 +233,7 @@ async def test_usage_counts_api_requests_per_user_and_day(api: Api) -> None:
     )
     assert reversed_range.status_code == 422
     # Flushed in batches: the counters are in the table.
-    await flush_buffers(api.ctx, api.ctx.extras["api"])
+    await flush_buffers(api.ctx, api.ctx.api_services())
     async with await connect(api.database_url) as conn:
         cur = await conn.execute(
             "SELECT api_requests FROM usage_daily WHERE user_id = %s", (user.user_id,)

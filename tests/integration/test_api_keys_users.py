@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.deps import flush_buffers
-from services.auth.keys import hash_key
+from services.accounts.keys import hash_key
 from tests.api_support import Account, Api, add_key, api_on_new_schema, connect, make_account
 
 
@@ -172,7 +172,7 @@ async def test_last_used_is_written_in_batches(api: Api, integrator: Account) ->
     [batched] = [k for k in listing.json() if k["name"] == "batched"]
     assert batched["last_used"] is not None
     assert abs(batched["last_used"] - time.time()) < 60
-    await flush_buffers(api.ctx, api.ctx.extras["api"])
+    await flush_buffers(api.ctx, api.ctx.api_services())
     written = await stored()
     assert written is not None
     assert abs(written.timestamp() - time.time()) < 60

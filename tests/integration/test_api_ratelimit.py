@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from api.ratelimit import AccountLimiter
-from services.accounts import set_limits
+from services.accounts.users import set_limits
 from tests.api_support import Api, api_on_new_schema, connect, make_account
 
 REDIS = "redis://127.0.0.1:6379/0"

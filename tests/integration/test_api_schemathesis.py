@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from api.main import create_app
-from services.accounts import set_limits
-from services.storage.db import migrate
+from services.accounts.users import set_limits
+from services.entrypoints.api_app import create_app
+from services.platform.db import migrate
 from tests.api_support import api_settings, connect, make_account
 from tests.conftest import drop_schema, new_schema
 
@@ -35,7 +35,7 @@ async def _prepare(url: str) -> str:
     async with await connect(url) as conn:
         await set_limits(conn, username="fuzz-admin", per_minute=10**6, per_day=10**8)
     # Something to find: devices of each network.
-    from services.devices import create_device
+    from services.devices.registry import create_device
 
     async with await connect(url) as conn:
         for device_id, model in (
@@ -75,7 +75,7 @@ def _operations() -> list[Any]:
     # The document needs no server: build it once at collection to name one test per operation.
     # (schemathesis' lazy ``from_fixture`` does not run under pytest 9: it sets a node id
     # attribute pytest removed; the operations' strategies are driven directly instead.)
-    from services.settings import Settings
+    from services.platform.settings import Settings
 
     document = create_app(Settings(embedded=True, database_url="-", kafka="-")).openapi()
     return [

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from services.auth.scopes import SCOPES
+from services.accounts.scopes import SCOPES
 from tests.api_support import Account, Api, add_key, api_on_new_schema, make_account
 
 #: A valid body per (method, path template); a route with a body not listed here is still

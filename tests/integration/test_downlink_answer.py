@@ -18,11 +18,11 @@ import pytest
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from services.events import UplinkEnvelope
-from services.ingest import dedup
-from services.orbit.downlink_answer import DeviceUnavailable, answer_downlink_request
 from services.orbit.store import register
-from services.storage.db import connection_kwargs
+from services.platform.db import connection_kwargs
+from services.platform.events import UplinkEnvelope
+from services.uplinks import dedup
+from services.uplinks.sigfox_downlink import DeviceUnavailable, answer_downlink_request
 from tests.conftest import schema_with
 
 T = 1700000000.0
@@ -39,7 +39,7 @@ async def schema(pg_server: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def conn(schema: str) -> AsyncIterator[Conn]:
-    # As the application's pools open them (services.storage.db.open_pool).
+    # As the application's pools open them (services.platform.db.open_pool).
     async with await psycopg.AsyncConnection.connect(schema, **connection_kwargs()) as connection:
         yield connection
 

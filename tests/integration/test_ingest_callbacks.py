@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.settings import Settings
+from services.platform.settings import Settings
 from tests.api_support import api_on_new_schema
 from tests.conftest import drop_schema, new_schema
 from tests.integration.ingest_support import (

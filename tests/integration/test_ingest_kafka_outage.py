@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services import embedded
+from services.entrypoints import embedded
 from tests.conftest import drop_schema, new_schema
 from tests.integration.ingest_support import (
     api_server,

@@ -20,9 +20,9 @@ import httpx
 import orjson
 import pytest
 
-from ingest.mqtt import MqttIngest, parse_mqtt_url, probe_broker
-from services import embedded
-from services.settings import Settings
+from ingest.mqtt.adapter import MqttIngest, parse_mqtt_url, probe_broker
+from services.entrypoints import embedded
+from services.platform.settings import Settings
 from tests.conftest import drop_schema, new_schema
 from tests.integration.ingest_support import (
     mqtt_publisher,
@@ -237,7 +237,7 @@ def _spawn(settings: Settings, log: Path, **env: str) -> subprocess.Popen[bytes]
     variables.update({f"HIVEPIPE_{k.upper()}": v for k, v in env.items()})
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "ingest", "mqtt"],
+            [sys.executable, "-m", "services.entrypoints.cli", "ingest", "mqtt"],
             env=variables,
             cwd=ROOT,
             stdout=out,
@@ -301,7 +301,7 @@ async def test_an_mqtt_311_broker_gets_plain_subscriptions(cfg: Settings, tmp_pa
     port = embedded.free_port()
     with (tmp_path / "amqtt.log").open("ab") as out:
         broker = subprocess.Popen(
-            [sys.executable, "-m", "services.amqtt_broker", str(port)],
+            [sys.executable, "-m", "services.entrypoints.amqtt_broker", str(port)],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -325,16 +325,16 @@ async def test_an_mqtt_311_broker_gets_plain_subscriptions(cfg: Settings, tmp_pa
 async def test_a_failure_while_preparing_a_batch_never_stalls_the_adapter(
     cfg: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ingest.mqtt
+    import ingest.mqtt.adapter
 
-    real = ingest.mqtt.mqtt_uplink
+    real = ingest.mqtt.adapter.mqtt_uplink
 
     def flaky(topic: str, payload: bytes, **kwargs: Any) -> Any:
         if payload == b'{"boom": 1}':
             raise RuntimeError("injected fault")
         return real(topic, payload, **kwargs)
 
-    monkeypatch.setattr(ingest.mqtt, "mqtt_uplink", flaky)
+    monkeypatch.setattr(ingest.mqtt.adapter, "mqtt_uplink", flaky)
     async with running(cfg) as adapter:
         await publish(cfg, [(topic(cfg, "sensor-1"), b'{"boom": 1}')])
         [dead] = await messages(cfg, "dead-letter", mine(cfg))

@@ -14,11 +14,11 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from services import outbox
-from services.events import ALL_TOPICS, TOPIC_UPLINKS
-from services.kafka import KafkaPublisher, PublishFailed, ensure_topics
 from services.orbit import changes
-from services.storage.db import migrate, open_pool
+from services.platform import outbox
+from services.platform.db import migrate, open_pool
+from services.platform.events import ALL_TOPICS, TOPIC_UPLINKS
+from services.platform.kafka import KafkaPublisher, PublishFailed, ensure_topics
 from tests.api_support import (
     Account,
     Api,
@@ -60,7 +60,7 @@ async def owner(api: Api) -> Account:
 
 async def own_device(api: Api, account: Account, model: str = "orbit-t") -> str:
     """A device of ``account`` registered directly (for keys that may not register one)."""
-    from services.devices import create_device
+    from services.devices.registry import create_device
 
     async with await connect(api.database_url) as conn:
         row = await create_device(
@@ -544,7 +544,7 @@ async def test_a_failed_relay_keeps_the_request_answered(api: Api, owner: Accoun
     """Kafka away: the downlink request is still answered from PostgreSQL, fast."""
     device = await add_device(api, owner)
     await queue(api, owner, device, {"led": 1})
-    relay = api.ctx.extras["outbox_relay"]
+    relay = api.ctx.outbox_relay
     real = relay._publisher
     relay._publisher = KafkaPublisher(f"127.0.0.1:{_closed_port()}", timeout=0.5)
     try:

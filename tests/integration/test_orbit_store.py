@@ -25,7 +25,7 @@ from services.orbit.store import (
     orbit_view,
     register,
 )
-from services.storage.db import connection_kwargs
+from services.platform.db import connection_kwargs
 from tests.conftest import schema_with
 from tests.samples import sample
 
@@ -36,7 +36,7 @@ Conn = psycopg.AsyncConnection[Any]
 
 
 async def _connect(url: str) -> Conn:
-    # As the application's pools open them (services.storage.db.open_pool).
+    # As the application's pools open them (services.platform.db.open_pool).
     return await psycopg.AsyncConnection.connect(url, **connection_kwargs())
 
 

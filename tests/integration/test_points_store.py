@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.events import DataPoint
-from services.storage.points import (
+from services.platform.events import DataPoint
+from services.readings.points import (
     AggregateFn,
     InvalidCursor,
     Order,
@@ -35,7 +35,7 @@ from services.storage.points import (
 )
 from tests.conftest import drop_schema, new_schema
 
-CORE_SQL = Path(__file__).resolve().parents[2] / "services/storage/migrations/0001_core.sql"
+CORE_SQL = Path(__file__).resolve().parents[2] / "services/platform/migrations/0001_core.sql"
 BASE = 1_790_000_000.0  # a Unix time well inside the supported range, not aligned to an hour
 
 
@@ -336,7 +336,7 @@ def test_plan_ranges_examples() -> None:
 async def test_pools_prepare_statements_unless_told_not_to(migrated_url: str) -> None:
     """A repeated statement is prepared on the connection (the downlink answer's halving);
     ``prepare=False`` (HIVEPIPE_DB_PREPARE=false, old PgBouncer) never prepares one."""
-    from services.storage.db import open_pool
+    from services.platform.db import open_pool
 
     for prepare, expected in ((True, True), (False, False)):
         pool = await open_pool(migrated_url, size=1, prepare=prepare)

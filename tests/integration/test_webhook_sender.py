@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 from standardwebhooks import Webhook
 
-from services.events import DataPoint, dumps
+from services.platform.events import DataPoint, dumps
 from services.webhooks import (
     CachingResolver,
     HttpWebhookSender,

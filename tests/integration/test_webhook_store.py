@@ -20,9 +20,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
 
-from services.events import TOPIC_DEAD_LETTER, dumps
-from services.kafka import KafkaPublisher, ensure_topics
-from services.storage.db import open_pool
+from services.platform.db import open_pool
+from services.platform.events import TOPIC_DEAD_LETTER, dumps
+from services.platform.kafka import KafkaPublisher, ensure_topics
 from services.webhooks import (
     DisablePolicy,
     HttpWebhookSender,

@@ -19,8 +19,9 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
-from services.events import DataPoint
-from services.storage.points import (
+from services.platform.events import DataPoint
+from services.platform.timescale import apply_timescale, has_timescale
+from services.readings.points import (
     aggregate_points,
     latest_points,
     latest_state,
@@ -28,13 +29,12 @@ from services.storage.points import (
     store_points,
     store_state,
 )
-from services.storage.timescale import apply_timescale, has_timescale
 from tests.conftest import drop_schema, new_schema
 from tests.timescale_server import TimescaleUnavailable, aconnect, start_server
 
 pytestmark = pytest.mark.timescale
 
-CORE_SQL = Path(__file__).resolve().parents[2] / "services/storage/migrations/0001_core.sql"
+CORE_SQL = Path(__file__).resolve().parents[2] / "services/platform/migrations/0001_core.sql"
 SCHEMA = "ts_points"
 DEVICES = ("TS-A", "TS-B", "TS-C")
 DAY = 86_400
@@ -411,7 +411,7 @@ async def test_aggregates_are_read_from_the_continuous_aggregates(ts: Conn) -> N
 async def test_deleting_a_device_erases_its_points_and_its_aggregates(ts: Conn) -> None:
     """Whoever registers the id next must not read the deleted device's figures, not even the
     materialised hours and days of the continuous aggregates."""
-    from services.devices import delete_device
+    from services.devices.registry import delete_device
 
     [(owner,)] = await rows(ts, "INSERT INTO users (username) VALUES ('ts-del') RETURNING id")
     await ts.execute(

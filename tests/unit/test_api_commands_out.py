@@ -5,8 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from services.commands import CommandInvalid
-from services.commands_out import (
+from services.commands.publishing import (
     BrokerUnavailable,
     FakeCommandPublisher,
     NoBroker,
@@ -14,7 +13,8 @@ from services.commands_out import (
     parse_mqtt_url,
     send_command,
 )
-from services.kafka import FakePublisher
+from services.commands.validation import CommandInvalid
+from services.platform.kafka import FakePublisher
 
 SAMPLE = {"Output": "Relay", "Relays": [{"relay": "SecurityAlarm", "state": 1, "id": "255.1"}]}
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from services.auth import keys
-from services.auth.last_used import LastUsed
-from services.auth.scopes import SCOPES, InvalidScopes, expand_scopes
+from services.accounts import keys
+from services.accounts.last_used import LastUsed
+from services.accounts.scopes import SCOPES, InvalidScopes, expand_scopes
 
 
 def test_keys_are_64_alphanumerics_from_a_csprng() -> None:

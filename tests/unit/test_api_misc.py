@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import typer
 
-from api.main import create_app
-from services import devices
-from services.admin_cli import parse_expires
-from services.settings import Settings
-from services.usage import UsageBuffer, day_range
+from services.accounts.usage import UsageBuffer, day_range
+from services.devices import registry as devices
+from services.entrypoints.admin_cli import parse_expires
+from services.entrypoints.api_app import create_app
+from services.platform.settings import Settings
 
 
 def test_usage_counts_add_up_per_user_and_day() -> None:

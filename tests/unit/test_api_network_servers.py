@@ -8,7 +8,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from services.network_servers import (
+from services.downlinks.network_servers import (
     ChirpStackNetworkServer,
     Downlink,
     NetworkServerUnreachable,
@@ -16,7 +16,7 @@ from services.network_servers import (
     TtsNetworkServer,
     from_settings,
 )
-from services.settings import Settings
+from services.platform.settings import Settings
 
 
 class Recorder:

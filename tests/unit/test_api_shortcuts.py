@@ -1,4 +1,4 @@
-"""api.shortcuts: the callbacks' hot path skips FastAPI's routing, with the same answers."""
+"""ingest.http.shortcut: the callbacks' hot path skips FastAPI's routing, with the same answers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from fastapi import Request, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from api import shortcuts
 from api.errors import ApiError
+from ingest.http import shortcut as shortcuts
 
 
 class Inner:
@@ -100,8 +100,8 @@ async def test_everything_else_takes_the_usual_way(
 
 
 def test_the_shortcut_routes_are_declared_routes_of_the_same_functions() -> None:
-    from api.main import create_app
-    from services.settings import Settings
+    from services.entrypoints.api_app import create_app
+    from services.platform.settings import Settings
 
     paths = create_app(Settings(embedded=True, database_url="-", kafka="-")).openapi()["paths"]
     for path, function in shortcuts.ROUTES.items():

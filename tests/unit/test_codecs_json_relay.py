@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from services.codecs import CODECS, Decoded, DecodeError, decode_uplink
 from services.codecs.json_measurements import decode_json_measurements
 from services.codecs.lpp import decode_lpp
-from services.codecs.orbit import decode_orbit
+from services.codecs.orbit_uplink import decode_orbit
 from services.codecs.relay import decode_relay_controller, decode_relay_state
-from services.commands import CommandInvalid, validate_command
-from services.events import DataPoint, UplinkEnvelope
+from services.commands.validation import CommandInvalid, validate_command
+from services.platform.events import DataPoint, UplinkEnvelope
 from tests.samples import sample
 
 T = 1700000123.5

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from services.codecs import Decoded, DecodeError, decode_uplink
 from services.codecs.lpp import LPP_TYPES, decode_lpp
-from services.events import DataPoint, UplinkEnvelope
+from services.platform.events import DataPoint, UplinkEnvelope
 from tests.samples import sample
 
 T = 1700000000.123

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.codecs import Decoded, DecodeError, decode_uplink
-from services.codecs.orbit import decode_orbit
-from services.events import DataPoint, UplinkEnvelope
+from services.codecs.orbit_uplink import decode_orbit
+from services.platform.events import DataPoint, UplinkEnvelope
 from tests.samples import sample
 
 T = 1700000000.0

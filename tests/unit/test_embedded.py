@@ -1,4 +1,4 @@
-"""services.embedded: what the embedded servers need of the machine."""
+"""services.entrypoints.embedded: what the embedded servers need of the machine."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def test_the_postgres_binaries_folder_is_made_traversable_and_no_more(tmp_path: 
     binaries even in a clone only root may enter (``mktemp -d``, a home directory)."""
     import stat
 
-    from services.embedded import _allow_traversal
+    from services.entrypoints.embedded import _allow_traversal
 
     closed = tmp_path / "clone"
     binary = closed / "venv" / "bin" / "initdb"

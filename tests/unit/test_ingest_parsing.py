@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.codecs import decode_uplink
-from services.events import UplinkEnvelope
-from services.ingest.chirpstack import ChirpstackAck, ChirpstackTxAck, ChirpstackUp
-from services.ingest.lorawan import base64_to_hex, parse_rfc3339
-from services.ingest.mqtt import Rejected, mqtt_uplink, parse_topic, subscriptions
-from services.ingest.sigfox import SigfoxCallback
-from services.ingest.ttn import TtnDownlinkReport, TtnUplink, message_type
+from services.platform.events import UplinkEnvelope
+from services.uplinks.chirpstack import ChirpstackAck, ChirpstackTxAck, ChirpstackUp
+from services.uplinks.lorawan import base64_to_hex, parse_rfc3339
+from services.uplinks.mqtt_messages import Rejected, mqtt_uplink, parse_topic, subscriptions
+from services.uplinks.sigfox import SigfoxCallback
+from services.uplinks.ttn import TtnDownlinkReport, TtnUplink, message_type
 from tests.samples import sample
 
 

@@ -7,10 +7,10 @@ import orjson
 import pytest
 
 from services.codecs import decode_uplink
-from services.events import DeviceEvent, UplinkEnvelope
 from services.orbit.changes import Ack, orbit_uplink
-from services.orbit.downlink_answer import downlink_sent_event
-from stream.orbit import parse_ack, read_acks
+from services.platform.events import DeviceEvent, UplinkEnvelope
+from services.uplinks.sigfox_downlink import downlink_sent_event
+from stream.orbit_acks import parse_ack, read_acks
 
 
 def envelope(data: str, *, seq: object = 101, source: str = "sigfox") -> UplinkEnvelope:

@@ -1,4 +1,5 @@
-"""services.runtime: start-up objects leave the collector's way; every pause is measured."""
+"""services.platform.runtime: start-up objects leave the collector's way; every pause is
+measured."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services import runtime
+from services.platform import runtime
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_lower_priority_lowers_this_process_only_by_the_amount_asked() -> None:
     import sys
 
     code = (
-        "import os; from services.runtime import lower_priority; "
+        "import os; from services.platform.runtime import lower_priority; "
         "before = os.getpriority(os.PRIO_PROCESS, 0); lower_priority(4); lower_priority(0); "
         "print(before, os.getpriority(os.PRIO_PROCESS, 0))"
     )

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import orjson
 
-from services.events import UplinkEnvelope, dumps
-from services.settings import Settings
-from stream.agents import read_envelopes
-from stream.app import Worker, create_app
+from services.platform.events import UplinkEnvelope, dumps
+from services.platform.settings import Settings
+from stream.app import Worker
+from stream.uplinks import read_envelopes
+from stream.worker import create_app
 
 
 def test_unreadable_values_become_dead_letters() -> None:

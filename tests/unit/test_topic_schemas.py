@@ -9,13 +9,13 @@ import orjson
 import pytest
 
 from services.codecs import decode_uplink
-from services.commands_out import command_record
-from services.devices import DeviceInfo
-from services.events import DeviceEvent, UplinkEnvelope
-from services.ingest.sigfox import SigfoxCallback
-from services.orbit.downlink_answer import downlink_sent_event
+from services.commands.publishing import command_record
+from services.devices.registry import DeviceInfo
 from services.orbit.state import Outcome
-from services.pipeline import BatchResult, plan_batch
+from services.platform.events import DeviceEvent, UplinkEnvelope
+from services.readings.pipeline import BatchResult, plan_batch
+from services.uplinks.sigfox import SigfoxCallback
+from services.uplinks.sigfox_downlink import downlink_sent_event
 from tests.schemas import check, schema
 
 

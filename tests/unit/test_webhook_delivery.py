@@ -12,8 +12,8 @@ import orjson
 import pytest
 from standardwebhooks import Webhook
 
-from services import usage
-from services.events import dumps
+from services.accounts import usage
+from services.platform.events import dumps
 from services.webhooks import (
     DeliveryResult,
     FakeWebhookSender,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from services.events import DataPoint, dumps
+from services.platform.events import DataPoint, dumps
 from services.webhooks.policy import (
     DEFAULT_SCHEDULE,
     DisablePolicy,

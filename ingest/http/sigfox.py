@@ -1,0 +1,124 @@
+"""The Sigfox data callback, and its synchronous downlink answer from PostgreSQL.
+
+A callback with ``ack: true`` is a downlink request: it is answered within the network's few
+seconds from the device's Orbit queue (:mod:`services.uplinks.sigfox_downlink`), with its own
+connections (``ApiContext.answer_pool``), never waiting for Kafka: the uplink and the
+``downlink_sent`` event leave through the outbox.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import Histogram
+
+from api.context import ApiContext
+from api.deps import ContextDep
+from api.errors import ApiError
+from api.routing import OrjsonRoute
+from ingest.http.common import (
+    ACCEPTED,
+    ERRORS,
+    accept,
+    check_source,
+    check_token,
+    json_response,
+    keep_refused,
+    pipeline_errors,
+    read_json,
+    validate,
+)
+from services.orbit import changes
+from services.platform import metrics
+from services.platform.events import UplinkEnvelope
+from services.uplinks.accept import DB_TIMEOUT
+from services.uplinks.sigfox import SigfoxCallback, downlink_answer
+from services.uplinks.sigfox_downlink import DeviceUnavailable, answer_downlink_request
+
+router = APIRouter(tags=["callbacks"], route_class=OrjsonRoute)
+
+#: The Sigfox network waits a few seconds for a downlink answer: a database connection that
+#: takes longer than this is a 503 (the network retries, and the retry gets the same answer).
+ANSWER_DB_TIMEOUT = min(DB_TIMEOUT, 2.0)
+#: Connections kept for downlink answers alone (``ApiContext.answer_pool``): they never queue
+#: for a connection behind the uplink callbacks (which use the API's pool).
+ANSWER_POOL_SIZE = 4
+
+ANSWER_SECONDS = Histogram(
+    "hivepipe_sigfox_downlink_answer_seconds",
+    "Time to answer a Sigfox downlink request of a known device, from PostgreSQL",
+    ["answer"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+async def answer_downlink(
+    ctx: ApiContext, callback: SigfoxCallback, envelope: UplinkEnvelope
+) -> Response:
+    """Answer a downlink request of a known, active device: 200 with the frame, or 204.
+
+    Called by :func:`sigfox_callback` inside its error
+    handling: a database error is its 503. Kafka is never waited for: the uplink and the
+    ``downlink_sent`` event leave through the outbox.
+    """
+    if callback.seq_number > changes.MAX_SIGFOX_SEQ:
+        raise ApiError(
+            422,
+            "invalid",
+            "Invalid content: seqNumber.",
+            details=[
+                {
+                    "field": "seqNumber",
+                    "message": f"must be at most {changes.MAX_SIGFOX_SEQ}",
+                    "type": "less_than_equal",
+                }
+            ],
+        )
+    metrics.UPLINKS_RECEIVED.labels("sigfox").inc()
+    started = time.perf_counter()
+    pool = ctx.answer_pool or ctx.pool
+    async with pool.connection(timeout=ANSWER_DB_TIMEOUT) as conn:
+        answer = await answer_downlink_request(
+            conn,
+            envelope,
+            dedup_key=callback.dedup_key,
+            window_seconds=ctx.settings.dedup_window_seconds,
+            now=float(callback.time),
+        )
+    if answer.duplicate:
+        metrics.UPLINKS_DUPLICATE.labels("sigfox").inc()
+    else:
+        ctx.wake_outbox_relay()
+    kind = "none" if answer.frame_hex is None else "downlink"
+    ANSWER_SECONDS.labels(kind).observe(time.perf_counter() - started)
+    if answer.frame_hex is None:
+        return Response(status_code=204)
+    return json_response(downlink_answer(envelope.device, answer.frame_hex))
+
+
+@router.post(
+    "/sigfox",
+    status_code=204,
+    response_model=None,
+    responses={200: {"description": "a downlink"}, **ACCEPTED, **ERRORS},
+)
+async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
+    """A Sigfox data callback: 204, or 200 with the downlink when one is requested and due."""
+    check_source(request, ctx.settings.sigfox_allowed_sources, "sigfox")
+    check_token(request, ctx.settings.token, "sigfox")
+    try:
+        callback = validate(SigfoxCallback, await read_json(request, "sigfox"), "sigfox")
+    except ApiError as exc:
+        await keep_refused(ctx, request, "sigfox", exc)
+        raise
+    envelope = callback.envelope()
+    async with pipeline_errors("sigfox"):
+        if callback.ack:
+            try:
+                return await answer_downlink(ctx, callback, envelope)
+            except DeviceUnavailable:
+                pass  # no downlink for an unknown or deactivated device: dead-lettered below
+        await accept(ctx, envelope, callback.dedup_key)
+    return Response(status_code=204)

@@ -1,0 +1,2 @@
+"""The MQTT ingest role: ``{prefix}/+/up`` and ``{prefix}/+/state`` to ``uplinks``, losing
+nothing."""

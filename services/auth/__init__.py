@@ -1,1 +1,0 @@
-"""API keys, scopes and the principal a request acts as."""

@@ -1,0 +1,2 @@
+"""The device registry: ids, models and networks, ownership and visibility, and the cached
+directory the hot paths read."""

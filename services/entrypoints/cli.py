@@ -1,0 +1,92 @@
+"""The ``hivepipe`` command: ``up`` runs everything; each role can also run on its own."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from services.entrypoints import admin_cli
+from services.entrypoints.topics_cli import topics_app
+from services.platform.settings import Settings
+
+app = typer.Typer(help="hivepipe: IoT ingestion pipeline.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Ingest adapters that are not HTTP callbacks.")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(admin_cli.users_app, name="users")
+app.add_typer(admin_cli.keys_app, name="keys")
+app.add_typer(admin_cli.accounts_app, name="accounts")
+app.add_typer(topics_app, name="topics")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return settings
+
+
+@app.command()
+def up() -> None:
+    """Run the whole pipeline: embedded servers for what is not configured, then every role."""
+    from services.entrypoints import supervisor
+
+    raise typer.Exit(supervisor.run(_settings(), echo=lambda line: typer.echo(line)))
+
+
+@app.command()
+def api() -> None:
+    """Run the API (REST, GraphQL and the network callbacks)."""
+    import uvicorn
+
+    from services.entrypoints.api_app import create_app
+
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings, settle_heap=True),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the Faust worker (decode, store, Orbit acks, webhooks)."""
+    import asyncio
+
+    from services.platform.events import ALL_TOPICS
+    from services.platform.kafka import ensure_topics
+    from services.platform.runtime import lower_priority
+    from stream.app import Worker
+    from stream.worker import create_app
+
+    settings = _settings()
+    assert settings.kafka, "HIVEPIPE_KAFKA is required"
+    lower_priority(settings.background_nice)  # before any thread starts: they inherit it
+    asyncio.run(
+        ensure_topics(settings.kafka, [settings.topic(t) for t in ALL_TOPICS], settings.partitions)
+    )
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.api_host)
+    faust_app = create_app(settings)
+    Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+@ingest_app.command("mqtt")
+def ingest_mqtt() -> None:
+    """Run the MQTT adapter: devices/+/up and devices/+/state to the uplinks topic."""
+    from ingest.mqtt.adapter import run
+
+    run(_settings())
+
+
+if __name__ == "__main__":
+    app()

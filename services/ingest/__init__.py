@@ -1,1 +1,0 @@
-"""Ingest: turning what networks and devices send into one raw envelope on ``uplinks``."""

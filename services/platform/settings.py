@@ -1,0 +1,230 @@
+"""One settings class for every process, read from ``HIVEPIPE_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_WEAK_SECRETS = {"", "changeme", "secret", "token", "hivepipe"}
+
+
+#: A network of an allowlist setting.
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    """Validated at start; refuses default secrets outside the embedded mode.
+
+    The embedded mode is on when neither ``HIVEPIPE_KAFKA`` nor ``HIVEPIPE_DATABASE_URL`` is
+    set: ``hivepipe up`` then starts its own broker, database and MQTT broker under
+    ``data_dir`` and hands their URLs to the roles it spawns.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HIVEPIPE_", extra="ignore")
+
+    kafka: str | None = None
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    data_dir: Path = Path(".hivepipe")
+    callback_token: SecretStr | None = None
+    topic_prefix: str = "hivepipe."
+    partitions: int = Field(default=4, ge=1, le=256)
+    mqtt_topic_prefix: str = "devices"
+    mqtt_share_group: str = "hivepipe"
+    #: The MQTT ingest's client id: stable per replica (its persistent session holds the QoS 1
+    #: messages not yet acknowledged); empty: ``hivepipe-ingest-<hostname>``.
+    mqtt_client_id: str = ""
+    #: How long the broker keeps the ingest's session (and queues its messages) while it is away.
+    mqtt_session_expiry: int = Field(default=86_400, ge=0)
+    #: Serve the MQTT ingest's Prometheus metrics on this port (none when unset).
+    mqtt_metrics_port: int | None = None
+    #: Where a worker serves its Prometheus metrics (on ``api_host``); none when unset.
+    worker_metrics_port: int | None = None
+
+    #: Set by ``hivepipe up`` in the processes it spawns: secrets may be generated ones.
+    embedded: bool = False
+
+    # Pipeline tuning.
+    batch_size: int = Field(default=1000, ge=1)
+    flush_interval: float = Field(default=0.1, gt=0)
+    db_pool_size: int = Field(default=8, ge=1)
+    #: Prepared statements on the pools' connections (off for a PgBouncer older than 1.21 in
+    #: transaction mode); see services.platform.db.open_pool.
+    db_prepare: bool = True
+    #: Kafka consumer-group session timeout (s). tansu completes a group join only after half
+    #: of it, so a short one makes workers start fast; heartbeats run in their own thread.
+    consumer_session_timeout: float = Field(default=10.0, ge=2.0)
+    #: How long a worker's fetch may wait for records (ms): the floor of every hop's latency.
+    fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
+
+    #: How long the API's Kafka producer gathers callbacks' uplinks into one produce request
+    #: (ms). Each callback still waits for its own acknowledgement; batching them halves the
+    #: broker's and the API's CPU per uplink at 500/s, which is what keeps the Sigfox downlink
+    #: answer's p99 under 20 ms on a shared 2-core box (docs/benchmarks.md).
+    callback_linger_ms: int = Field(default=10, ge=0, le=1000)
+
+    #: CPU niceness of the roles that work in batches: the Faust worker, and the Kafka broker
+    #: ``hivepipe up`` embeds. On a saturated box the API and PostgreSQL then answer first
+    #: (services/platform/runtime.py); 0 runs everything at the same priority.
+    background_nice: int = Field(default=5, ge=0, le=19)
+
+    # Ingest rules.
+    dedup_window_seconds: int = Field(default=600, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # API.
+    rate_limit_per_minute: int = Field(default=60, ge=1)
+    rate_limit_per_day: int = Field(default=10_000, ge=1)
+    rate_limit_storage: str = "memory://"
+    #: How often each API process writes the keys' last_used times and usage counters.
+    stats_flush_seconds: float = Field(default=2.0, gt=0)
+    #: Bounded wait for the MQTT broker's PUBACK of a command, or a network server's answer.
+    command_timeout: float = Field(default=5.0, gt=0, le=60)
+
+    # LoRaWAN downlinks: the one network server of this deployment
+    # (services/downlinks/network_servers.py).
+    lorawan_server: Literal["tts", "chirpstack"] | None = None
+    lorawan_url: str | None = None
+    lorawan_api_key: SecretStr | None = None
+    tts_application_id: str | None = None
+    tts_webhook_id: str | None = None
+    #: The TTS end-device id of a DevEUI (``{dev_eui}`` lower-case, ``{DEV_EUI}`` upper-case).
+    tts_device_id: str = "eui-{dev_eui}"
+
+    #: Where Sigfox callbacks may come from (CIDRs, comma-separated; empty: anywhere). Sigfox
+    #: calls from 185.110.96.0/22 (wire-formats.md); the token is checked either way.
+    sigfox_allowed_sources: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+
+    # Webhooks.
+    webhook_allowed_cidrs: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    webhook_allow_http: bool = False
+    #: Webhooks a device may have (POST beyond it: 409 ``too_many_webhooks``).
+    webhook_max_per_device: int = Field(default=5, ge=1, le=100)
+    #: Longest webhook URL accepted (422 ``url_too_long``).
+    webhook_max_url_length: int = Field(default=2048, ge=64, le=8192)
+    #: Delays (s) before the 2nd, 3rd, ... attempt, comma-separated (default: about a day,
+    #: ``services.webhooks.policy.DEFAULT_SCHEDULE``); tests use e.g. ``0.2,0.5,1``.
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        5.0,
+        30.0,
+        120.0,
+        600.0,
+        1800.0,
+        3600.0,
+        10800.0,
+        21600.0,
+        43200.0,
+    )
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    #: How often the worker looks for due retries when it found none (s).
+    webhook_retry_poll_interval: float = Field(default=0.5, gt=0, le=60)
+    #: Due retries claimed (and sent concurrently) at a time by one worker.
+    webhook_retry_batch: int = Field(default=200, ge=1, le=5000)
+    #: A claimed retry is due again after this (s) if its worker died while sending it.
+    webhook_retry_lease: float = Field(default=300.0, ge=1)
+    #: Disable a webhook after this long (s) and this many attempts without a success.
+    webhook_disable_after: float = Field(default=5 * 86_400.0, gt=0)
+    webhook_disable_min_failures: int = Field(default=20, ge=1)
+    #: The worker's cache of a device's webhooks lives this long (s).
+    webhook_cache_ttl: float = Field(default=5.0, ge=0)
+    #: The webhook agent's batches of stored messages: at most this many, or what came within.
+    webhook_batch_size: int = Field(default=1000, ge=1)
+    webhook_flush_interval: float = Field(default=0.05, gt=0)
+    #: Batches of the webhook agent sent at once (each device's order is kept across them).
+    webhook_batches_in_flight: int = Field(default=8, ge=1, le=64)
+    #: How long a batch's points wait for a receiver still busy with the same device's earlier
+    #: points (s); then they go through the retry queue, so a slow receiver never holds up the
+    #: others.
+    webhook_lane_wait: float = Field(default=0.25, gt=0, le=60)
+    #: Batches of claimed retries sent at once; a webhook with retries in flight in this worker
+    #: gets no more claimed until they are done (a hanging receiver holds one batch, not all).
+    webhook_retry_batches_in_flight: int = Field(default=4, ge=1, le=64)
+    #: Requests in flight: per process, and per receiver host name.
+    webhook_max_concurrency: int = Field(default=512, ge=1)
+    webhook_max_per_host: int = Field(default=32, ge=1)
+    #: Delivery attempts kept per webhook (the newest), and for at most this many days.
+    webhook_deliveries_keep: int = Field(default=1000, ge=1)
+    webhook_deliveries_days: int = Field(default=7, ge=1)
+
+    # Timescale policies.
+    chunk_interval: str = "1 day"
+    compress_after: str = "7 days"
+    retention: str | None = None
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("webhook_allowed_cidrs", "sigfox_allowed_sources", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(
+                ipaddress.ip_network(part.strip(), strict=False)
+                for part in value.split(",")
+                if part.strip()
+            )
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= delay <= 7 * 86_400 for delay in value):
+            raise ValueError("each retry delay must be between 0 and 7 days")
+        return value
+
+    @field_validator("kafka")
+    @classmethod
+    def _strip_scheme(cls, value: str | None) -> str | None:
+        if value and value.startswith("kafka://"):
+            return value.removeprefix("kafka://")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.embedded:
+            return self
+        token = self.callback_token.get_secret_value() if self.callback_token else ""
+        if (self.kafka or self.database_url) and (token in _WEAK_SECRETS or len(token) < 16):
+            raise ValueError(
+                "HIVEPIPE_CALLBACK_TOKEN must be set to a secret of at least 16 characters "
+                "when hivepipe runs against configured servers"
+            )
+        return self
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``HIVEPIPE_*`` variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, tuple):
+                text = ",".join(str(item) for item in value)
+            else:
+                text = str(value)
+            env[f"HIVEPIPE_{name.upper()}"] = text
+        return env
+
+    def topic(self, name: str) -> str:
+        """The full Kafka topic name for one of ``services.platform.events`` topic names."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def token(self) -> str:
+        """The callback token in clear (empty when none is configured)."""
+        return self.callback_token.get_secret_value() if self.callback_token else ""

@@ -1,1 +1,0 @@
-"""Storage: the PostgreSQL/TimescaleDB pool, migrations, and the stores of each resource."""

@@ -1,0 +1,61 @@
+"""The decode agent: ``uplinks`` in batches, decoded and stored by
+:func:`services.readings.pipeline.process_uplinks` (it only loops)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from services.platform.events import TOPIC_DEAD_LETTER, TOPIC_UPLINKS, UplinkEnvelope, dumps, loads
+from services.platform.settings import Settings
+from services.readings.pipeline import process_uplinks
+from stream.app import HivepipeApp
+from stream.retry import retry_forever
+
+log = logging.getLogger(__name__)
+
+
+def read_envelopes(values: list[bytes]) -> tuple[list[UplinkEnvelope], list[tuple[str, bytes]]]:
+    """Parse raw ``uplinks`` values; the unreadable ones become dead-letter messages."""
+    envelopes: list[UplinkEnvelope] = []
+    unreadable: list[tuple[str, bytes]] = []
+    for raw in values:
+        try:
+            envelopes.append(UplinkEnvelope.from_dict(loads(raw)))
+        except Exception as exc:  # a foreign or corrupt message: kept, never stops the agent
+            log.warning("unreadable message on %s: %r", TOPIC_UPLINKS, exc)
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            unreadable.append(("", dumps({"raw": text, "error": f"unreadable: {exc!r}"})))
+    return envelopes, unreadable
+
+
+def register(app: HivepipeApp, settings: Settings) -> None:
+    """Register the decode agent on ``app``."""
+    uplinks = app.topic(settings.topic(TOPIC_UPLINKS), value_serializer="raw", key_serializer="raw")
+
+    @app.agent(uplinks, name="decode")
+    async def decode(stream: Any) -> None:
+        pool, publisher = await app.resources.open()
+        directory = app.resources.directory
+        async for values in stream.take(settings.batch_size, within=settings.flush_interval):
+            envelopes, unreadable = read_envelopes(values)
+            if unreadable:
+                await retry_forever(
+                    "dead-lettering unreadable uplinks",
+                    lambda bad=unreadable: publisher.publish(
+                        settings.topic(TOPIC_DEAD_LETTER), bad
+                    ),
+                )
+            if not envelopes:
+                continue
+
+            async def run(batch: list[UplinkEnvelope] = envelopes) -> Any:
+                return await process_uplinks(
+                    batch,
+                    pool=pool,
+                    publisher=publisher,
+                    directory=directory,
+                    topic=settings.topic,
+                )
+
+            await retry_forever("storing a batch of uplinks", run)

@@ -1,0 +1,57 @@
+"""The composition root of a worker process: the Faust app with every agent registered
+(created by a factory: nothing connects at import)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.platform import runtime
+from services.platform.settings import Settings
+from stream import deliveries, orbit_acks, uplinks
+from stream.app import HivepipeApp, ready_file
+from stream.resources import Resources
+
+
+def create_app(settings: Settings) -> HivepipeApp:
+    """A Faust app for these settings, with every agent registered.
+
+    No authoritative state lives in Faust tables (the broker may be memory-only): the store is
+    ``memory://`` and the Orbit queue and configuration live in PostgreSQL. The web server is
+    disabled so nothing binds 0.0.0.0:6066.
+    """
+    assert settings.kafka, "HIVEPIPE_KAFKA is required"
+    conf: dict[str, Any] = {
+        "broker": f"kafka://{settings.kafka}",
+        "store": "memory://",
+        "web_enabled": False,
+        "datadir": str(settings.data_dir / "faust"),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": 1,
+        "topic_allow_declare": False,
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_commit_interval": 1.0,
+        "stream_wait_empty": False,
+        "broker_session_timeout": settings.consumer_session_timeout,
+        "broker_rebalance_timeout": settings.consumer_session_timeout,
+        "broker_heartbeat_interval": min(3.0, settings.consumer_session_timeout / 4),
+    }
+    app = HivepipeApp(f"{settings.topic_prefix}worker", **conf)
+    app.resources = Resources(settings)
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    ready = ready_file(settings)
+    settled: list[bool] = []
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def _ready(sender: Any, **_: Any) -> None:
+        # Tells `hivepipe up` and the tests that this worker has its partitions.
+        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.touch()
+        if not settled:  # started: what exists now lives as long as the process
+            settled.append(True)
+            runtime.settle_heap()
+
+    uplinks.register(app, settings)
+    deliveries.register(app, settings)
+    orbit_acks.register(app, settings)
+    return app
