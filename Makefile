@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: all run test lint fmt bench uv sync
+.PHONY: all run test chaos lint fmt bench uv sync
 
 all: test
 
@@ -21,6 +21,11 @@ run: sync
 ## The test suite against real servers (started privately when none is configured).
 test: sync
 	$(UV) run pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## Fault injection under load against `hivepipe up`: every fault of tests/chaos/faults.py, then
+## the table of accepted, lost, doubled, refused and time to recover (docs/operations.md).
+chaos: sync
+	HIVEPIPE_CHAOS=full $(UV) run pytest -q -p no:cacheprovider -s tests/chaos $(PYTEST_ARGS)
 
 lint: sync
 	$(UV) run ruff check .

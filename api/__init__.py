@@ -1,0 +1,23 @@
+from api.body_limit import BodyLimitMiddleware
+from api.context import ApiContext
+from api.deps import ContextDep
+from api.errors import ApiError, api_error_response, install_error_handlers
+from api.lifespan import start_api_services
+from api.openapi import install_openapi_errors
+from api.responses import OrjsonResponse
+from api.routes import routers
+from api.routing import OrjsonRoute
+
+__all__ = [
+    "ApiContext",
+    "ApiError",
+    "BodyLimitMiddleware",
+    "ContextDep",
+    "OrjsonResponse",
+    "OrjsonRoute",
+    "api_error_response",
+    "install_error_handlers",
+    "install_openapi_errors",
+    "routers",
+    "start_api_services",
+]

@@ -10,14 +10,12 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.ratelimit import AccountLimiter
-from services.accounts.last_used import LastUsed
-from services.commands.publishing import CommandPublisher
-from services.devices.registry import DeviceDirectory
-from services.downlinks.network_servers import NetworkServer
-from services.platform.kafka import Publisher
-from services.platform.outbox import OutboxRelay
-from services.platform.settings import Settings
-from services.webhooks.resolver import CachingResolver
+from services.accounts import LastUsed
+from services.commands import CommandPublisher
+from services.devices import DeviceDirectory
+from services.downlinks import NetworkServer
+from services.platform import OutboxRelay, Publisher, Settings
+from services.webhooks import CachingResolver
 
 Pool = AsyncConnectionPool[AsyncConnection[dict[str, Any]]]
 #: A readiness probe of one dependency (``/readyz``): True when it is reachable.
@@ -27,7 +25,7 @@ Closer = Callable[[], Awaitable[None]]
 
 @dataclass
 class ApiServices:
-    """Opened by :func:`api.deps.start_api_services` in the lifespan."""
+    """Opened by :func:`api.lifespan.start_api_services` in the lifespan."""
 
     limiter: AccountLimiter
     last_used: LastUsed

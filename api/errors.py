@@ -87,7 +87,7 @@ def _clean_details(errors: Any) -> list[dict[str, Any]]:
     return details
 
 
-def install(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI) -> None:
     """Route every error through the contract's body; never leak a trace."""
 
     @app.exception_handler(ApiError)

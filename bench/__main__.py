@@ -1,7 +1,7 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
 Usage: ``make bench`` or ``uv run python -m bench [--callbacks N] [--points N] [--only a,b]``.
-Sections: callbacks, mqtt, orbit, webhooks, queries, auth. Each figure is reported with the
+Sections: callbacks, journal, mqtt, orbit, webhooks, queries, auth. Each figure is reported with the
 baseline measured in the same run on the same servers.
 """
 
@@ -21,7 +21,7 @@ from bench.callbacks import Figures, baseline_insert, baseline_kafka, drive_call
 from bench.env import Running, machine, running_pipeline
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-SECTIONS = ("callbacks", "mqtt", "orbit", "webhooks", "queries", "auth")
+SECTIONS = ("callbacks", "journal", "mqtt", "orbit", "webhooks", "queries", "auth")
 
 
 def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) -> None:
@@ -67,6 +67,21 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
     )
     args.kafka_rate = kafka_rate
     args.insert_rate = insert_rate
+    args.flood = result
+
+
+def section_journal(run: Running, args: argparse.Namespace, figures: Figures) -> None:
+    """What the intake journal costs: the callbacks' flood again, on a second pipeline with
+    ``HIVEPIPE_INTAKE_JOURNAL=false`` (a replicated Kafka cluster's setting)."""
+    on = args.flood or asyncio.run(drive_callbacks(run, args.callbacks, figures=figures))
+    with running_pipeline(intake_journal="false") as without:
+        off = asyncio.run(drive_callbacks(without, args.callbacks, figures=figures))
+    figures.add(
+        "the same flood, intake journal off: callbacks accepted / points stored",
+        f"{off['accept_rate']:,.0f} / {off['points_rate']:,.0f} /s",
+        f"journal on: {on['accept_rate'] / off['accept_rate']:.2f} × accepted, "
+        f"{on['points_rate'] / off['points_rate']:.2f} × stored",
+    )
 
 
 def section_mqtt(run: Running, args: argparse.Namespace, figures: Figures) -> None:
@@ -151,6 +166,7 @@ def section_auth(run: Running, args: argparse.Namespace, figures: Figures) -> No
 
 RUNNERS: dict[str, Callable[[Running, argparse.Namespace, Figures], None]] = {
     "callbacks": section_callbacks,
+    "journal": section_journal,
     "mqtt": section_mqtt,
     "orbit": section_orbit,
     "webhooks": section_webhooks,
@@ -167,6 +183,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS))
     args = parser.parse_args()
     args.kafka_rate = args.insert_rate = 0.0
+    args.flood = None
     wanted = [name for name in SECTIONS if name in args.only.split(",")]
     console = Console()
     figures = Figures()

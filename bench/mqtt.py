@@ -14,7 +14,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from bench.env import Running
-from ingest.mqtt.adapter import MqttIngest, parse_mqtt_url
+from ingest.mqtt.adapter import MqttIngest
+from services.platform.mqtt_address import parse_mqtt_url
 
 
 async def bench_mqtt(run: Running, n: int = 20_000, devices: int = 100) -> dict[str, float]:

@@ -92,7 +92,7 @@ async def _setup(run: Running, port: int, devices: int) -> list[str]:
 
     from services.accounts.keys import issue_key, key_scopes
     from services.accounts.users import add_user
-    from services.devices.registry import create_device
+    from services.devices.store import create_device
 
     url = run.settings.database_url or ""
     tag = uuid.uuid4().hex[:6]

@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 
-from services.platform.settings import Settings
+from services.platform import Settings
 from stream.resources import Resources
 from stream.transport import Transport
 

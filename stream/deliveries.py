@@ -1,6 +1,6 @@
 """The webhook agent, its retry poller and housekeeping. They only loop: planning, sending and
-settling are functions of :mod:`services.webhooks.delivery`, the database is
-:mod:`services.webhooks.store`.
+settling are the steps of :mod:`services.webhooks.batches`, the database is
+:mod:`services.webhooks.delivery_store`.
 
 - ``webhooks`` (agent on ``stored``): per batch, one lookup of the devices' webhooks (cached),
   then every point to every webhook, per device in order, and the results written before the
@@ -26,27 +26,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.platform.events import TOPIC_DEAD_LETTER, TOPIC_STORED
-from services.platform.kafka import Message, Publisher
-from services.platform.settings import Settings
+from services.platform import TOPIC_DEAD_LETTER, TOPIC_STORED, Message, Publisher, Settings
 from services.webhooks import (
+    Batch,
     CachingResolver,
     DisablePolicy,
     HttpWebhookSender,
-    RetryPolicy,
-    SenderConfig,
-    WebhookRules,
-)
-from services.webhooks.delivery import (
-    Batch,
     InFlight,
     Lanes,
+    PgDeliveryStore,
+    RetryPolicy,
+    SenderConfig,
+    WebhookDirectory,
+    WebhookRules,
     finish_batch,
     prepare_fresh,
     prepare_retries,
     send_batch,
 )
-from services.webhooks.store import PgDeliveryStore, WebhookDirectory
 from stream.app import HivepipeApp
 from stream.retry import retry_forever
 

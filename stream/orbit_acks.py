@@ -16,13 +16,14 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from services.orbit.changes import MAX_SIGFOX_SEQ, Ack, apply_ack
-from services.orbit.store import UnknownDevice
-from services.platform import outbox
-from services.platform.events import ALL_TOPICS, TOPIC_DEVICE_EVENTS, loads
-from services.platform.kafka import Publisher
-from services.platform.settings import Settings
-from services.uplinks.accept import TopicRepair
+from services.orbit import MAX_SIGFOX_SEQ, Ack, UnknownDevice, changes
+from services.platform import (
+    TOPIC_DEVICE_EVENTS,
+    Publisher,
+    Settings,
+    loads,
+    outbox,
+)
 from stream.app import HivepipeApp
 from stream.retry import retry_forever
 
@@ -92,7 +93,7 @@ async def apply_acks(pool: Pool, acks: list[Ack]) -> int:
     async with pool.connection() as conn:
         for ack in acks:
             try:
-                produced += len(await apply_ack(conn, ack))
+                produced += len(await changes.apply_ack(conn, ack))
             except UnknownDevice as exc:
                 log.info("Orbit ack skipped: %s", exc)
     return produced
@@ -112,20 +113,10 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     events = app.topic(
         settings.topic(TOPIC_DEVICE_EVENTS), value_serializer="raw", key_serializer="raw"
     )
-    repaired: list[Publisher] = []
 
     async def open_resources() -> tuple[Pool, Publisher]:
-        pool, publisher = await app.resources.open()
-        if not repaired:  # a restarted empty broker must not swallow what the outbox held
-            repaired.append(
-                TopicRepair(
-                    publisher,
-                    bootstrap=settings.kafka,
-                    topics=[settings.topic(t) for t in ALL_TOPICS],
-                    partitions=settings.partitions,
-                )
-            )
-        return pool, repaired[0]
+        # A restarted empty broker must not swallow what the outbox held.
+        return await app.resources.open_repairing()
 
     @app.agent(events, name="orbit-acks")
     async def orbit_acks(stream: Any) -> None:

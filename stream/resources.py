@@ -9,10 +9,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from services.devices.registry import DeviceDirectory
-from services.platform.db import open_pool
-from services.platform.kafka import KafkaPublisher
-from services.platform.settings import Settings
+from services.devices import DeviceDirectory
+from services.platform import ALL_TOPICS, KafkaPublisher, Settings, TopicRepair, open_pool
 
 
 @dataclass
@@ -23,6 +21,7 @@ class Resources:
     directory: DeviceDirectory = field(default_factory=DeviceDirectory)
     _pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]] | None = None
     _publisher: KafkaPublisher | None = None
+    _repairing: TopicRepair | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def open(
@@ -44,10 +43,26 @@ class Resources:
                 self._publisher = publisher
             return self._pool, self._publisher
 
+    async def open_repairing(
+        self,
+    ) -> tuple[AsyncConnectionPool[AsyncConnection[dict[str, Any]]], TopicRepair]:
+        """:meth:`open`, with the publisher wrapped to re-create the topics a restarted empty
+        broker lost (for what must not be swallowed: the outbox, the journal's replays)."""
+        pool, publisher = await self.open()
+        if self._repairing is None:
+            self._repairing = TopicRepair(
+                publisher,
+                bootstrap=self.settings.kafka,
+                topics=[self.settings.topic(t) for t in ALL_TOPICS],
+                partitions=self.settings.partitions,
+            )
+        return pool, self._repairing
+
     async def close(self) -> None:
         if self._publisher is not None:
             await self._publisher.stop()
             self._publisher = None
+            self._repairing = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

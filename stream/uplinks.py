@@ -6,9 +6,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.platform.events import TOPIC_DEAD_LETTER, TOPIC_UPLINKS, UplinkEnvelope, dumps, loads
-from services.platform.settings import Settings
-from services.readings.pipeline import process_uplinks
+from services.platform import (
+    TOPIC_DEAD_LETTER,
+    TOPIC_UPLINKS,
+    Settings,
+    UplinkEnvelope,
+    dumps,
+    loads,
+)
+from services.readings import process_uplinks
+from services.uplinks import journal
 from stream.app import HivepipeApp
 from stream.retry import retry_forever
 
@@ -50,12 +57,16 @@ def register(app: HivepipeApp, settings: Settings) -> None:
                 continue
 
             async def run(batch: list[UplinkEnvelope] = envelopes) -> Any:
-                return await process_uplinks(
+                result = await process_uplinks(
                     batch,
                     pool=pool,
                     publisher=publisher,
                     directory=directory,
                     topic=settings.topic,
                 )
+                if settings.intake_journal:  # stored: the journal need not keep them any more
+                    async with pool.connection() as conn:
+                        await journal.forget(conn, [envelope.id for envelope in batch])
+                return result
 
             await retry_forever("storing a batch of uplinks", run)

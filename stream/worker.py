@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.platform import runtime
-from services.platform.settings import Settings
-from stream import deliveries, orbit_acks, uplinks
+from services.platform import Settings, runtime
+from stream import deliveries, journal_replay, orbit_acks, uplinks
 from stream.app import HivepipeApp, ready_file
 from stream.resources import Resources
 
@@ -36,6 +35,10 @@ def create_app(settings: Settings) -> HivepipeApp:
         "broker_rebalance_timeout": settings.consumer_session_timeout,
         "broker_heartbeat_interval": min(3.0, settings.consumer_session_timeout / 4),
     }
+    if settings.worker_instance:
+        # Static membership: a worker started again under the same name takes its partitions
+        # back at once, instead of waiting a session time-out for the dead member to expire.
+        conf["consumer_group_instance_id"] = settings.worker_instance
     app = HivepipeApp(f"{settings.topic_prefix}worker", **conf)
     app.resources = Resources(settings)
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
@@ -54,4 +57,5 @@ def create_app(settings: Settings) -> HivepipeApp:
     uplinks.register(app, settings)
     deliveries.register(app, settings)
     orbit_acks.register(app, settings)
+    journal_replay.register(app, settings)
     return app

@@ -240,7 +240,7 @@ async def bench_auth_overhead(
                 return await bench_auth_overhead(url, requests=requests)
             finally:
                 drop_schema(base, name)
-    from api.deps import admit, authenticate
+    from api.auth import admit, authenticate
     from services.entrypoints.api_app import create_app
     from services.platform.kafka import FakePublisher
 

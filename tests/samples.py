@@ -1,5 +1,5 @@
-"""The contract's sample bodies, read from ``shared/samples`` beside the checkout (as in CI's
-clone: the specs and samples are not copied into this repository)."""
+"""The sample bodies of the wire formats, kept with the tests in ``tests/data/`` (what each one
+is and what the tests expect of it: ``tests/data/README.md``)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 
 import orjson
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "data"
 
 
 def sample(name: str) -> Any:
     """The JSON of sample ``name``."""
     path = SAMPLES / name
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the tests need ../shared/samples beside this checkout")
+        raise FileNotFoundError(f"{path}: no such sample in tests/data")
     return orjson.loads(path.read_bytes())

@@ -19,6 +19,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._away = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _connect(self) -> socket.socket:
@@ -44,10 +46,10 @@ class TcpProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -69,6 +71,14 @@ class TcpProxy:
                     pass
                 sock.close()
             self._open.clear()
+
+    def freeze(self) -> None:
+        """The server hangs (as under SIGSTOP): connections stay open, nothing goes through."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """What was held goes through, and the server answers again."""
+        self._flowing.set()
 
     def restore(self) -> None:
         with self._lock:

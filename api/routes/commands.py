@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from api.deps import ConnDep, ContextDep, SendCmd, ServicesDep, device_or_404, error_responses
+from api.deps import ConnDep, ContextDep, SendCmd, ServicesDep, device_or_404
 from api.errors import ApiError
+from api.openapi import error_responses
 from api.routing import OrjsonRoute
-from services.commands.publishing import BrokerUnavailable, send_command
-from services.commands.validation import CommandInvalid
-from services.platform.events import TOPIC_COMMANDS
+from services.commands import BrokerUnavailable, CommandInvalid, send_command
+from services.platform import TOPIC_COMMANDS
 
 router = APIRouter(prefix="/v1/devices", tags=["commands"], route_class=OrjsonRoute)
 

@@ -10,8 +10,13 @@ from pydantic import BaseModel
 from api.deps import ConnDep, ReadData, ReadDev, StorableText, device_or_404
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services.readings import points as store
-from services.readings.device_events import query_events
+from services.readings import (
+    InvalidCursor,
+    aggregate_points,
+    latest_state,
+    query_events,
+    query_points,
+)
 
 router = APIRouter(prefix="/v1/devices", tags=["data"], route_class=OrjsonRoute)
 
@@ -51,7 +56,7 @@ async def get_data(
     """Data points of a device, newest first by default, with keyset cursor pagination."""
     row = await device_or_404(conn, device_id, principal)
     try:
-        points, nxt = await store.query_points(
+        points, nxt = await query_points(
             conn,
             row["id"],
             start=from_,
@@ -61,7 +66,7 @@ async def get_data(
             cursor=cursor,
             order=order,
         )
-    except store.InvalidCursor as exc:
+    except InvalidCursor as exc:
         raise ApiError(400, "invalid_cursor", "The cursor is not valid.") from exc
     return {"data": [p.to_dict() for p in points], "next": nxt}
 
@@ -79,7 +84,7 @@ async def get_aggregate(
 ) -> Any:
     """Aggregates per time bucket (seconds), from the continuous aggregates where possible."""
     row = await device_or_404(conn, device_id, principal)
-    rows = await store.aggregate_points(
+    rows = await aggregate_points(
         conn, row["id"], start=from_, end=to, metrics=_metrics(metric), bucket_seconds=bucket, fn=fn
     )
     return {"data": rows, "bucket": bucket, "fn": fn}
@@ -123,7 +128,7 @@ async def get_state(device_id: str, principal: ReadData, conn: ConnDep, type: st
             "invalid_state_type",
             "type must be one of all, " + ", ".join(_STATE_SECTIONS) + ".",
         )
-    latest = await store.latest_state(conn, row["id"])
+    latest = await latest_state(conn, row["id"])
     if latest is None:
         raise ApiError(404, "state_not_found", "This device has not reported a state yet.")
     _, state = latest

@@ -14,19 +14,20 @@ from api.deps import (
     WriteDev,
     device_not_found,
     device_or_404,
-    error_responses,
 )
 from api.errors import ApiError
+from api.openapi import error_responses
 from api.routing import OrjsonRoute
-from services.accounts.keys import Principal
-from services.devices import registry
+from services.accounts import Principal
+from services.devices import access, export, ids
+from services.devices import store as devices_store
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], route_class=OrjsonRoute)
 
 
-#: The device models of the contract (``services.devices.registry.MODEL_NETWORKS``).
+#: The device models of the contract (``services.devices.ids.MODEL_NETWORKS``).
 Model = Literal["orbit-t", "orbit-th", "orbit-lite", "lorawan-lpp", "json", "relay-controller"]
-assert set(get_args(Model)) == set(registry.MODEL_NETWORKS)
+assert set(get_args(Model)) == set(ids.MODEL_NETWORKS)
 
 
 class DeviceIn(BaseModel):
@@ -59,8 +60,8 @@ class DeviceOut(BaseModel):
 
 async def _owner_id(conn: ConnDep, principal: Principal, owner: str | None) -> int:
     try:
-        return await registry.resolve_owner(conn, principal, owner)
-    except registry.InvalidOwner as exc:
+        return await access.resolve_owner(conn, principal, owner)
+    except access.InvalidOwner as exc:
         raise ApiError(422, "invalid_owner", f"Unknown owner {owner!r}.", details=[]) from exc
 
 
@@ -69,20 +70,20 @@ async def create_device(body: DeviceIn, principal: WriteDev, conn: ConnDep) -> A
     """Register a device (owner defaults to the caller)."""
     owner_id = await _owner_id(conn, principal, body.owner)
     try:
-        row = await registry.create_device(
+        row = await devices_store.create_device(
             conn, device_id=body.id, model=body.model, name=body.name, owner_id=owner_id
         )
-    except registry.InvalidDevice as exc:
+    except ids.InvalidDevice as exc:
         raise ApiError(422, "invalid_device", str(exc), details=[]) from exc
     if row is None:
         raise ApiError(409, "device_exists", f"Device {body.id!r} is already registered.")
-    return registry.device_body(row)
+    return export.device_body(row)
 
 
 @router.get("", response_model=list[DeviceOut])
 async def list_devices(principal: ReadDev, conn: ConnDep) -> Any:
     """Every device the caller may see."""
-    return [registry.device_body(row) for row in await registry.list_devices(conn, principal)]
+    return [export.device_body(row) for row in await devices_store.list_devices(conn, principal)]
 
 
 # Declared before "/{device_id}", which would otherwise take "export.csv" for an id.
@@ -93,9 +94,9 @@ async def list_devices(principal: ReadDev, conn: ConnDep) -> Any:
 )
 async def export_devices(principal: ReadDev, conn: ConnDep) -> Response:
     """Every visible device as CSV, one row each."""
-    bodies = [registry.device_body(row) for row in await registry.list_devices(conn, principal)]
+    bodies = [export.device_body(row) for row in await devices_store.list_devices(conn, principal)]
     return Response(
-        registry.devices_csv(bodies),
+        export.devices_csv(bodies),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="devices.csv"'},
     )
@@ -104,7 +105,7 @@ async def export_devices(principal: ReadDev, conn: ConnDep) -> Response:
 @router.get("/{device_id}", response_model=DeviceOut)
 async def get_device(device_id: str, principal: ReadDev, conn: ConnDep) -> Any:
     """One device."""
-    return registry.device_body(await device_or_404(conn, device_id, principal))
+    return export.device_body(await device_or_404(conn, device_id, principal))
 
 
 @router.patch("/{device_id}", response_model=DeviceOut)
@@ -114,20 +115,20 @@ async def update_device(
     """Change a device's name, active flag or owner (fields left out are kept)."""
     row = await device_or_404(conn, device_id, principal)
     owner_id = None if body.owner is None else await _owner_id(conn, principal, body.owner)
-    updated = await registry.update_device(
+    updated = await devices_store.update_device(
         conn, row["id"], name=body.name, active=body.active, owner_id=owner_id
     )
     if updated is None:  # deleted meanwhile
         raise device_not_found(device_id)
-    return registry.device_body(updated)
+    return export.device_body(updated)
 
 
 async def _set_active(conn: ConnDep, device_id: str, principal: Principal, active: bool) -> Any:
     row = await device_or_404(conn, device_id, principal)
-    updated = await registry.update_device(conn, row["id"], active=active)
+    updated = await devices_store.update_device(conn, row["id"], active=active)
     if updated is None:
         raise device_not_found(device_id)
-    return registry.device_body(updated)
+    return export.device_body(updated)
 
 
 @router.post("/{device_id}/activate", response_model=DeviceOut)
@@ -149,7 +150,7 @@ async def delete_device(device_id: str, principal: WriteDev, conn: ConnDep) -> R
     """Delete a device (its stored data stays until retention removes it)."""
     row = await device_or_404(conn, device_id, principal)
     try:
-        await registry.delete_device(conn, row["id"])
-    except registry.DeviceInUse as exc:
+        await devices_store.delete_device(conn, row["id"])
+    except devices_store.DeviceInUse as exc:
         raise ApiError(409, "device_in_use", f"Cannot delete {device_id!r}: {exc}.") from exc
     return Response(status_code=204)

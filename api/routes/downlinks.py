@@ -14,20 +14,21 @@ from api.deps import (
     SendCmd,
     ServicesDep,
     device_or_404,
-    error_responses,
 )
 from api.errors import ApiError
+from api.openapi import error_responses
 from api.routing import OrjsonRoute
-from services.accounts.keys import Principal
-from services.downlinks.network_servers import Downlink, NetworkServer
-from services.downlinks.requests import (
+from services.accounts import Principal
+from services.downlinks import (
+    Downlink,
+    NetworkServer,
     NetworkServerFailed,
     clear_downlinks,
     downlink_body,
     list_downlinks,
     queue_downlink,
 )
-from services.platform.events import TOPIC_COMMANDS
+from services.platform import TOPIC_COMMANDS
 
 router = APIRouter(prefix="/v1/devices", tags=["downlinks"], route_class=OrjsonRoute)
 

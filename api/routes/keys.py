@@ -8,13 +8,13 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from api.deps import ConnDep, ManageKeys, ServicesDep, error_responses
+from api.deps import ConnDep, ManageKeys, ServicesDep
 from api.errors import ApiError
+from api.openapi import error_responses
 from api.routing import OrjsonRoute
+from services.accounts import PRESETS, SCOPES, InvalidScopes, Principal
 from services.accounts import keys as key_store
 from services.accounts import users as accounts
-from services.accounts.keys import Principal
-from services.accounts.scopes import PRESETS, SCOPES, InvalidScopes
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=OrjsonRoute)
 

@@ -23,10 +23,8 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.routing import OrjsonRoute
-from services.accounts.keys import Principal
-from services.orbit import changes
-from services.orbit.params import MODELS, InvalidParam, to_raw
-from services.orbit.store import UnknownDevice, orbit_view
+from services.accounts import Principal
+from services.orbit import MODELS, InvalidParam, UnknownDevice, changes, orbit_view, to_raw
 
 router = APIRouter(prefix="/v1/orbit", tags=["orbit"], route_class=OrjsonRoute)
 

@@ -7,10 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from api.deps import ConnDep, ManageUsers, error_responses
+from api.deps import ConnDep, ManageUsers
 from api.errors import ApiError
+from api.openapi import error_responses
 from api.routing import OrjsonRoute
 from services.accounts import users as accounts
+from services.devices import store as devices_store
 
 router = APIRouter(prefix="/v1/users", tags=["users"], route_class=OrjsonRoute)
 
@@ -66,8 +68,10 @@ async def get_user(username: str, principal: ManageUsers, conn: ConnDep) -> Any:
 async def delete_user(username: str, principal: ManageUsers, conn: ConnDep) -> Response:
     """Delete a user with its keys (409 while it owns devices: move or delete them first)."""
     row = await _user(conn, principal, username)
+    user_id = int(row["id"])
+    owned = await devices_store.count_owned(conn, user_id)
     try:
-        await accounts.delete_user(conn, int(row["id"]))
+        await accounts.delete_user(conn, user_id, devices_owned=owned)
     except accounts.UserHasDevices as exc:
         raise ApiError(409, "user_has_devices", f"Cannot delete {username!r}: {exc}.") from exc
     return Response(status_code=204)

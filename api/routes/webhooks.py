@@ -16,27 +16,25 @@ from api.deps import (
     SetDevWebhook,
     StorableText,
     device_or_404,
-    error_responses,
 )
 from api.errors import ApiError
+from api.openapi import error_responses
 from api.routing import OrjsonRoute
-from services.accounts.keys import Principal
+from services.accounts import Principal
 from services.webhooks import (
-    WebhookRules,
-    WebhookURLError,
-    generate_secret,
-    validate_webhook_url,
-)
-from services.webhooks.store import (
     TooManyWebhooks,
     WebhookExists,
+    WebhookRules,
+    WebhookURLError,
     create_webhook,
     delete_webhook,
     delivery_body,
+    generate_secret,
     get_webhook,
     list_deliveries,
     list_webhooks,
     schedule_redelivery,
+    validate_webhook_url,
     webhook_body,
 )
 

@@ -3,12 +3,19 @@
 
 from fastapi import APIRouter
 
-from api.routing import OrjsonRoute
+from api import OrjsonRoute
 from ingest.http import lorawan, sigfox
+from ingest.http.common import ingest_publisher
 from ingest.http.shortcut import CallbackShortcut
+from ingest.http.sigfox import ANSWER_POOL_SIZE
 
 router = APIRouter(prefix="/callbacks", route_class=OrjsonRoute)
 router.include_router(sigfox.router)
 router.include_router(lorawan.router)
 
-__all__ = ["CallbackShortcut", "router"]
+__all__ = [
+    "ANSWER_POOL_SIZE",
+    "CallbackShortcut",
+    "ingest_publisher",
+    "router",
+]

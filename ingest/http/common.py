@@ -9,11 +9,12 @@ the fields, 503 when Kafka or the database is away (the network retries) — nev
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -22,25 +23,26 @@ import psycopg
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from api.context import ApiContext
-from api.errors import ApiError
-from api.responses import OrjsonResponse
-from services.platform import metrics
-from services.platform.events import (
+from api import ApiContext, ApiError, OrjsonResponse
+from services.platform import (
     ALL_TOPICS,
     TOPIC_DEAD_LETTER,
     TOPIC_DEVICE_EVENTS,
     TOPIC_UPLINKS,
     DeviceEvent,
+    IPNetwork,
+    KafkaPublisher,
+    Publisher,
+    PublishFailed,
+    TopicRepair,
     UplinkEnvelope,
     dumps,
+    metrics,
 )
-from services.platform.kafka import KafkaPublisher, Publisher, PublishFailed
-from services.platform.settings import IPNetwork
-from services.platform.topic_repair import TopicRepair
-from services.uplinks.accept import Accepted, accept_device_event, accept_uplink
+from services.uplinks import Accepted, accept_device_event, accept_uplink
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ACCEPTED: dict[int | str, dict[str, Any]] = {
@@ -164,16 +166,46 @@ def ingest_publisher(ctx: ApiContext) -> Publisher:
     return publisher
 
 
+def _late(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a callback answered 503 for its deadline then failed: %r", task.exception())
+
+
+async def bounded(ctx: ApiContext, work: Awaitable[T]) -> T:
+    """``work``'s result, or 503 ``pipeline_timeout`` once ``callback_deadline`` has passed.
+
+    Networks give up after a few seconds (Sigfox: 10, and a missed downlink request is lost):
+    the answer must not wait for a frozen database or a stalled broker, and a cancelled query
+    can itself take seconds to cancel. So the work runs as its own task and is left to finish
+    in the background after the deadline: either it completes (the uplink is accepted: the
+    network's retry is a duplicate), or it fails and releases its claim (the retry goes
+    through); its journal row covers a process that dies meanwhile.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), ctx.settings.callback_deadline)
+    except TimeoutError:
+        task.add_done_callback(_late)
+        raise ApiError(
+            503, "pipeline_timeout", "The pipeline did not take the uplink in time; retry."
+        ) from None
+
+
 async def accept(ctx: ApiContext, envelope: UplinkEnvelope, dedup_key: str) -> Accepted:
-    """Deduplicate, check the device, publish on ``uplinks`` (or ``dead-letter``)."""
-    return await accept_uplink(
-        envelope,
-        dedup_key=dedup_key,
-        pool=ctx.pool,
-        publisher=ingest_publisher(ctx),
-        topic=ctx.settings.topic(TOPIC_UPLINKS),
-        window_seconds=ctx.settings.dedup_window_seconds,
-        dead_letter_topic=ctx.settings.topic(TOPIC_DEAD_LETTER),
+    """Deduplicate, check the device, publish on ``uplinks`` (or ``dead-letter``), within
+    the callback's deadline (:func:`bounded`)."""
+    return await bounded(
+        ctx,
+        accept_uplink(
+            envelope,
+            dedup_key=dedup_key,
+            pool=ctx.pool,
+            publisher=ingest_publisher(ctx),
+            topic=ctx.settings.topic(TOPIC_UPLINKS),
+            window_seconds=ctx.settings.dedup_window_seconds,
+            dead_letter_topic=ctx.settings.topic(TOPIC_DEAD_LETTER),
+            keep_journal=ctx.settings.intake_journal,
+        ),
     )
 
 
@@ -181,16 +213,19 @@ async def accept_event(ctx: ApiContext, event: DeviceEvent, *, source: str) -> A
     """Store and publish a network's device event, once per distinct event."""
     canonical = orjson.dumps(event.to_dict(), option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256(canonical).hexdigest()[:32]
-    return await accept_device_event(
-        event,
-        source=source,
-        dedup_key=f"event:{source}:{event.type}:{digest}",
-        pool=ctx.pool,
-        publisher=ingest_publisher(ctx),
-        topic=ctx.settings.topic(TOPIC_DEVICE_EVENTS),
-        dead_letter_topic=ctx.settings.topic(TOPIC_DEAD_LETTER),
-        directory=ctx.directory,
-        window_seconds=ctx.settings.dedup_window_seconds,
+    return await bounded(
+        ctx,
+        accept_device_event(
+            event,
+            source=source,
+            dedup_key=f"event:{source}:{event.type}:{digest}",
+            pool=ctx.pool,
+            publisher=ingest_publisher(ctx),
+            topic=ctx.settings.topic(TOPIC_DEVICE_EVENTS),
+            dead_letter_topic=ctx.settings.topic(TOPIC_DEAD_LETTER),
+            directory=ctx.directory,
+            window_seconds=ctx.settings.dedup_window_seconds,
+        ),
     )
 
 

@@ -8,10 +8,7 @@ import logging
 
 from fastapi import APIRouter, Request, Response
 
-from api.context import ApiContext
-from api.deps import ContextDep
-from api.errors import ApiError
-from api.routing import OrjsonRoute
+from api import ApiContext, ApiError, ContextDep, OrjsonRoute
 from ingest.http.common import (
     ACCEPTED,
     ERRORS,

@@ -21,8 +21,7 @@ from typing import Any
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.context import ApiContext
-from api.errors import ApiError, api_error_response
+from api import ApiContext, ApiError, api_error_response
 from ingest.http.lorawan import ttn_callback
 from ingest.http.sigfox import sigfox_callback
 

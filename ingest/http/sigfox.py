@@ -14,14 +14,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Histogram
 
-from api.context import ApiContext
-from api.deps import ContextDep
-from api.errors import ApiError
-from api.routing import OrjsonRoute
+from api import ApiContext, ApiError, ContextDep, OrjsonRoute
 from ingest.http.common import (
     ACCEPTED,
     ERRORS,
     accept,
+    bounded,
     check_source,
     check_token,
     json_response,
@@ -31,11 +29,15 @@ from ingest.http.common import (
     validate,
 )
 from services.orbit import changes
-from services.platform import metrics
-from services.platform.events import UplinkEnvelope
-from services.uplinks.accept import DB_TIMEOUT
-from services.uplinks.sigfox import SigfoxCallback, downlink_answer
-from services.uplinks.sigfox_downlink import DeviceUnavailable, answer_downlink_request
+from services.platform import UplinkEnvelope, metrics
+from services.uplinks import (
+    DB_TIMEOUT,
+    DeviceUnavailable,
+    DownlinkAnswer,
+    SigfoxCallback,
+    answer_downlink_request,
+    downlink_answer,
+)
 
 router = APIRouter(tags=["callbacks"], route_class=OrjsonRoute)
 
@@ -79,14 +81,19 @@ async def answer_downlink(
     metrics.UPLINKS_RECEIVED.labels("sigfox").inc()
     started = time.perf_counter()
     pool = ctx.answer_pool or ctx.pool
-    async with pool.connection(timeout=ANSWER_DB_TIMEOUT) as conn:
-        answer = await answer_downlink_request(
-            conn,
-            envelope,
-            dedup_key=callback.dedup_key,
-            window_seconds=ctx.settings.dedup_window_seconds,
-            now=float(callback.time),
-        )
+
+    async def answer_request() -> DownlinkAnswer:
+        async with pool.connection(timeout=ANSWER_DB_TIMEOUT) as conn:
+            return await answer_downlink_request(
+                conn,
+                envelope,
+                dedup_key=callback.dedup_key,
+                window_seconds=ctx.settings.dedup_window_seconds,
+                now=float(callback.time),
+                keep_journal=ctx.settings.intake_journal,
+            )
+
+    answer = await bounded(ctx, answer_request())
     if answer.duplicate:
         metrics.UPLINKS_DUPLICATE.labels("sigfox").inc()
     else:

@@ -119,12 +119,16 @@ async def users_of(conn: AsyncConnection[Row], principal: Principal, username: s
     return row
 
 
-async def delete_user(conn: AsyncConnection[Row], user_id: int) -> None:
-    """Delete a user with its keys and usage; refused while it owns devices."""
-    cur = await conn.execute("SELECT count(*) AS n FROM devices WHERE owner_id = %s", (user_id,))
-    row = await cur.fetchone()
-    if row is not None and row["n"]:
-        raise UserHasDevices(f"the user still owns {row['n']} device(s); move or delete them first")
+async def delete_user(conn: AsyncConnection[Row], user_id: int, *, devices_owned: int) -> None:
+    """Delete a user with its keys and usage; refused while it owns devices.
+
+    ``devices_owned`` is the caller's count of them (``services.devices.store.count_owned``:
+    the devices package sits above this one, which does not read its table).
+    """
+    if devices_owned:
+        raise UserHasDevices(
+            f"the user still owns {devices_owned} device(s); move or delete them first"
+        )
     try:
         async with conn.transaction():
             await conn.execute("DELETE FROM users WHERE id = %s", (user_id,))

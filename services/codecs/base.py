@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.platform.events import DataPoint, DeviceEvent, UplinkEnvelope
+from services.platform import DataPoint, DeviceEvent, UplinkEnvelope
 
 
 class DecodeError(ValueError):

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from services.codecs.base import Decoded, DecodeError
-from services.platform.events import DataPoint, UplinkEnvelope
+from services.platform import DataPoint, UplinkEnvelope
 
 #: A metric name: 1..64 characters of letters, digits, ``_``, ``-`` and ``.``.
 METRIC_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")

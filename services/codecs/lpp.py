@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.codecs.base import Decoded, DecodeError, payload_bytes
-from services.platform.events import DataPoint, UplinkEnvelope
+from services.platform import DataPoint, UplinkEnvelope
 
 
 @dataclass(frozen=True, slots=True)

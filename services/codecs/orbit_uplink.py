@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.codecs.base import Decoded, DecodeError, payload_bytes
-from services.orbit.ack_frame import FRAME_PARAM_ACK, InvalidFrame, count_records, read_param_ack
-from services.platform.events import DataPoint, DeviceEvent, UplinkEnvelope
+from services.orbit import FRAME_PARAM_ACK, InvalidFrame, count_records, read_param_ack
+from services.platform import DataPoint, DeviceEvent, UplinkEnvelope
 
 FRAME_TEMPERATURE = 0x01
 FRAME_TEMPERATURE_HUMIDITY = 0x02

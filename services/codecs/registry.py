@@ -11,7 +11,7 @@ from services.codecs.json_measurements import decode_json_measurements
 from services.codecs.lpp import decode_lpp
 from services.codecs.orbit_uplink import decode_orbit
 from services.codecs.relay import decode_relay_controller
-from services.platform.events import UplinkEnvelope
+from services.platform import UplinkEnvelope
 
 #: Device model -> codec. ``relay-controller`` dispatches on ``meta["kind"]``: ``up`` messages
 #: are JSON measurements, ``state`` messages are state reports (see ``decode_relay_controller``).

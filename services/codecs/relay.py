@@ -13,7 +13,7 @@ from typing import Any
 
 from services.codecs.base import Decoded, DecodeError
 from services.codecs.json_measurements import METRIC_NAME, decode_json_measurements
-from services.platform.events import DataPoint, DeviceEvent, UplinkEnvelope
+from services.platform import DataPoint, DeviceEvent, UplinkEnvelope
 
 #: The sections of a state report, each a list of objects (``GET .../state?type=`` serves them).
 STATE_SECTIONS = ("Relays", "GPIOs", "ADCs", "Relay_Cs", "GPIO_Cs", "ADC_Cs")

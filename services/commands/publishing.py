@@ -24,8 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from services.commands.validation import validate_command
-from services.platform.kafka import Publisher, PublishFailed
-from services.platform.mqtt_address import parse_mqtt_url
+from services.platform import Publisher, PublishFailed, parse_mqtt_url
 
 log = logging.getLogger(__name__)
 

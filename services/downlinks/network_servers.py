@@ -25,7 +25,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from services.platform.settings import Settings
+from services.platform import Settings
 
 #: What is kept of a network server's answer body.
 MAX_ANSWER_CHARS = 2000

@@ -14,15 +14,14 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from services.commands.publishing import command_record, record_command
+from services.commands import command_record, record_command
 from services.downlinks.network_servers import (
     Answer,
     Downlink,
     NetworkServer,
     NetworkServerUnreachable,
 )
-from services.platform.events import DeviceEvent
-from services.platform.kafka import Publisher
+from services.platform import DeviceEvent, Publisher
 
 Row = dict[str, Any]
 

@@ -10,32 +10,27 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from api import deps as api_deps
-from api import errors
-from api.body_limit import BodyLimitMiddleware
-from api.context import ApiContext
-from api.responses import OrjsonResponse
-from api.routes import (
-    commands,
-    data,
-    devices,
-    downlinks,
-    graphql,
-    keys,
-    ops,
-    orbit,
-    usage,
-    users,
-    webhooks,
+from api import (
+    ApiContext,
+    BodyLimitMiddleware,
+    OrjsonResponse,
+    install_error_handlers,
+    install_openapi_errors,
+    routers,
+    start_api_services,
 )
 from ingest import http as callbacks
-from ingest.http.common import ingest_publisher
-from ingest.http.sigfox import ANSWER_POOL_SIZE
-from services.platform import runtime
-from services.platform.db import migrate_for, open_pool
-from services.platform.kafka import KafkaPublisher, Publisher, PublishFailed
-from services.platform.outbox import OutboxRelay
-from services.platform.settings import Settings
+from ingest.http import ANSWER_POOL_SIZE, ingest_publisher
+from services.platform import (
+    KafkaPublisher,
+    OutboxRelay,
+    Publisher,
+    PublishFailed,
+    Settings,
+    migrate_for,
+    open_pool,
+    runtime,
+)
 from services.uplinks import dedup
 
 log = logging.getLogger(__name__)
@@ -95,7 +90,13 @@ def create_app(
         pub: Publisher
         if publisher is None:
             assert settings.kafka, "HIVEPIPE_KAFKA is required"
-            own_publisher = KafkaPublisher(settings.kafka, linger_ms=settings.callback_linger_ms)
+            # Kafka's own time-out comes before the callbacks' deadline: a broker that does
+            # not acknowledge is a 503 kafka_unavailable, not a pipeline_timeout.
+            own_publisher = KafkaPublisher(
+                settings.kafka,
+                linger_ms=settings.callback_linger_ms,
+                timeout=min(5.0, max(0.5, settings.callback_deadline - 1.0)),
+            )
             with contextlib.suppress(PublishFailed):
                 await own_publisher.start()  # else callbacks answer 503 until Kafka is back
             pub = own_publisher
@@ -103,17 +104,8 @@ def create_app(
             pub = publisher
         ctx = ApiContext(settings=settings, pool=pool, publisher=pub)
         if own_publisher is not None:
-            kafka = own_publisher
-
-            async def kafka_ready() -> bool:
-                try:
-                    await kafka.start()
-                except PublishFailed:
-                    return False
-                return True
-
-            ctx.kafka_ready = kafka_ready
-        await api_deps.start_api_services(ctx)
+            ctx.kafka_ready = own_publisher.reachable
+        await start_api_services(ctx)
         await _start_outbox_and_answers(ctx)
         app.state.ctx = ctx
         purge = asyncio.create_task(_purge_dedup(ctx))
@@ -136,15 +128,10 @@ def create_app(
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
     )
-    errors.install(app)
-    api_deps.install(app)
+    install_error_handlers(app)
+    install_openapi_errors(app)
     app.add_middleware(callbacks.CallbackShortcut)  # inside the body limit, outside everything else
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    for router in (ops.router, callbacks.router, devices.router, data.router):
+    for router in routers(callbacks=callbacks.router):
         app.include_router(router)
-    for router in (keys.router, users.router, commands.router, downlinks.router, usage.router):
-        app.include_router(router)
-    app.include_router(graphql.router)
-    app.include_router(orbit.router)
-    app.include_router(webhooks.router)
     return app

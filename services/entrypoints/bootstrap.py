@@ -13,8 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from services.accounts.keys import create_user, generate_key, hash_key, store_key
-from services.accounts.scopes import expand_scopes
+from services.accounts import admin_key
 
 Row = dict[str, Any]
 
@@ -43,25 +42,7 @@ def callback_token(data_dir: Path) -> str:
 async def ensure_admin_key(conn: AsyncConnection[Row], data_dir: Path) -> str:
     """The ``admin`` integrator's key with the ``admin`` preset: created once, then reused."""
     path = data_dir / "admin.key"
-    key = _read_secret(path)
-    async with conn.transaction():
-        cur = await conn.execute("SELECT id FROM users WHERE username = 'admin'")
-        row = await cur.fetchone()
-        user_id = int(row["id"]) if row else await create_user(conn, "admin", is_integrator=True)
-        if key:
-            cur = await conn.execute("SELECT 1 FROM api_keys WHERE key_hash = %s", (hash_key(key),))
-            if await cur.fetchone() is not None:
-                return key
-        key = generate_key()
-        await conn.execute(
-            "DELETE FROM api_keys WHERE user_id = %s AND name = 'bootstrap'", (user_id,)
-        )
-        await store_key(
-            conn,
-            user_id=user_id,
-            name="bootstrap",
-            key=key,
-            scopes=expand_scopes(["admin"], is_integrator=True),
-        )
-    _write_secret(path, key)
+    key, new = await admin_key(conn, _read_secret(path))
+    if new:
+        _write_secret(path, key)
     return key

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
 import typer
 
-from services.entrypoints import admin_cli
+from services.entrypoints.cli_accounts import accounts_app
+from services.entrypoints.cli_keys import keys_app
+from services.entrypoints.cli_users import users_app
 from services.entrypoints.topics_cli import topics_app
-from services.platform.settings import Settings
+from services.platform import Settings
 
 app = typer.Typer(help="hivepipe: IoT ingestion pipeline.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Ingest adapters that are not HTTP callbacks.")
 app.add_typer(ingest_app, name="ingest")
-app.add_typer(admin_cli.users_app, name="users")
-app.add_typer(admin_cli.keys_app, name="keys")
-app.add_typer(admin_cli.accounts_app, name="accounts")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+app.add_typer(accounts_app, name="accounts")
 app.add_typer(topics_app, name="topics")
 
 
@@ -39,20 +42,39 @@ def up() -> None:
 
 
 @app.command()
-def api() -> None:
+def api(
+    fd: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve on this inherited listening socket rather than bind one (hivepipe up "
+            "runs several API processes on one socket).",
+            hidden=True,
+        ),
+    ] = None,
+) -> None:
     """Run the API (REST, GraphQL and the network callbacks)."""
+    import contextlib
+    import socket
+
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from services.entrypoints.api_app import create_app
 
     settings = _settings()
-    uvicorn.run(
-        create_app(settings, settle_heap=True),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, settle_heap=True),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
     )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    if not server.started:  # as uvicorn.run exits when the app did not start
+        raise SystemExit(STARTUP_FAILURE)
 
 
 @app.command()
@@ -60,11 +82,8 @@ def worker() -> None:
     """Run the Faust worker (decode, store, Orbit acks, webhooks)."""
     import asyncio
 
-    from services.platform.events import ALL_TOPICS
-    from services.platform.kafka import ensure_topics
-    from services.platform.runtime import lower_priority
-    from stream.app import Worker
-    from stream.worker import create_app
+    from services.platform import ALL_TOPICS, ensure_topics, lower_priority
+    from stream import Worker, create_app
 
     settings = _settings()
     assert settings.kafka, "HIVEPIPE_KAFKA is required"
@@ -83,7 +102,7 @@ def worker() -> None:
 @ingest_app.command("mqtt")
 def ingest_mqtt() -> None:
     """Run the MQTT adapter: devices/+/up and devices/+/state to the uplinks topic."""
-    from ingest.mqtt.adapter import run
+    from ingest.mqtt import run
 
     run(_settings())
 

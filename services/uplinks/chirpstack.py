@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.platform.events import DeviceEvent, UplinkEnvelope
+from services.platform import DeviceEvent, UplinkEnvelope
 from services.uplinks.lorawan import DEV_EUI, base64_to_hex, best_reception, parse_rfc3339
 
 UPLINK = "up"

@@ -12,6 +12,10 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection
 
+from services.devices import ACTIVE_BY_ID
+from services.platform import Message
+from services.uplinks import journal
+
 Row = dict[str, Any]
 
 #: The claim: insert the key, or take over a sighting older than the window; returns the key
@@ -24,48 +28,92 @@ RETURNING key
 """
 
 # ``set_config(..., true)`` is ``SET LOCAL`` inside the statement itself: one round trip, and the
-# statement's own transaction commits without waiting for the WAL flush.
+# statement's own transaction waits for the WAL flush only when ``%(commit)s`` is ``on``.
 _CLAIM = CLAIM_UPSERT.format(
     source="SELECT %(key)s, now()"
-    " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+    " FROM (SELECT set_config('synchronous_commit', %(commit)s, true)) AS commit_mode"
 )
 
+# The claim, its uplink's journal row (when ``%(journal)s``: services/uplinks/journal.py) in the
+# same statement, so that a claim never exists without its uplink; data-modifying CTEs run
+# whether or not the query reads them.
+_CLAIM_JOURNALED = f"""
+WITH claimed AS ({_CLAIM}), journaled AS ({journal.INSERT_CLAIMED.format(when="")})
+SELECT EXISTS (SELECT FROM claimed) AS claimed
+"""  # noqa: S608 (fixed fragments, no input)
 
-# The claim and the device's state in one statement (one round trip per callback): ``claimed``,
-# and ``active`` (NULL for an unknown device). The data-modifying CTE runs whatever the device.
+# The same, with the device's state (one round trip per callback): ``claimed``, and ``active``
+# (NULL for an unknown device). The uplink of an unknown or inactive device is not journaled:
+# it goes to ``dead-letter``.
 _CLAIM_CHECKING_DEVICE = f"""
-WITH claimed AS ({_CLAIM})
+WITH claimed AS ({_CLAIM}),
+     journaled AS ({journal.INSERT_CLAIMED.format(when=f"AND ({ACTIVE_BY_ID}) IS TRUE")})
 SELECT EXISTS (SELECT FROM claimed) AS claimed,
-       (SELECT active FROM devices WHERE id = %(device)s) AS active
-"""  # noqa: S608 (a fixed fragment, no input)
+       ({ACTIVE_BY_ID}) AS active
+"""  # noqa: S608 (fixed fragments, no input)
 
 
-async def claim(conn: AsyncConnection[Row], key: str, window_seconds: int) -> bool:
+def _params(
+    key: str, window_seconds: int, device: str, entry: tuple[str, Message] | None
+) -> dict[str, Any]:
+    # Journaled, the claim is durable before the network is answered (its uplink with it);
+    # otherwise losing the last few claims in a database crash only lets a duplicate through,
+    # which the idempotent sinks absorb, while a flush per callback would cap ingest at the
+    # disk's fsync rate.
+    return {
+        "key": key,
+        "window": window_seconds,
+        "device": device,
+        "commit": "on" if entry is not None else "off",
+        "journal": entry is not None,
+        "id": entry[0] if entry is not None else "",
+        "value": entry[1][1] if entry is not None else b"",
+    }
+
+
+async def claim(
+    conn: AsyncConnection[Row],
+    key: str,
+    window_seconds: int,
+    *,
+    entry: tuple[str, Message] | None = None,
+) -> bool:
     """True when this uplink is new (or its last sighting is older than the window).
 
-    The claim is committed without waiting for the WAL flush: losing the last few claims in a
-    database crash only lets a duplicate through, which the idempotent sinks absorb, while a
-    flush per callback would cap ingest at the disk's fsync rate.
+    ``entry`` (:func:`journal.journal_entry`): the uplink is journaled with its claim and the
+    claim is committed durably; without it, the claim is committed without waiting for the
+    WAL flush.
     """
-    cur = await conn.execute(_CLAIM, {"key": key, "window": window_seconds})
-    return await cur.fetchone() is not None
+    device = entry[1][0] if entry is not None else ""
+    cur = await conn.execute(_CLAIM_JOURNALED, _params(key, window_seconds, device, entry))
+    row = await cur.fetchone()
+    assert row is not None
+    return bool(row["claimed"])
 
 
 async def claim_checking_device(
-    conn: AsyncConnection[Row], key: str, window_seconds: int, device: str
+    conn: AsyncConnection[Row],
+    key: str,
+    window_seconds: int,
+    device: str,
+    *,
+    entry: tuple[str, Message] | None = None,
 ) -> tuple[bool, bool | None]:
-    """:func:`claim`, and whether ``device`` is active (None: unknown), in one round trip."""
-    cur = await conn.execute(
-        _CLAIM_CHECKING_DEVICE, {"key": key, "window": window_seconds, "device": device}
-    )
+    """:func:`claim`, and whether ``device`` is active (None: unknown), in one round trip;
+    the uplink of an unknown or inactive device is not journaled."""
+    cur = await conn.execute(_CLAIM_CHECKING_DEVICE, _params(key, window_seconds, device, entry))
     row = await cur.fetchone()
     assert row is not None
     return bool(row["claimed"]), row["active"]
 
 
-async def release(conn: AsyncConnection[Row], key: str) -> None:
-    """Forget a claim whose uplink could not be published, so the network's retry is accepted."""
-    await conn.execute("DELETE FROM uplink_dedup WHERE key = %s", (key,))
+_RELEASE = f"WITH _ AS ({journal.DELETE_ONE}) DELETE FROM uplink_dedup WHERE key = %(key)s"  # noqa: S608
+
+
+async def release(conn: AsyncConnection[Row], key: str, journal_id: str | None = None) -> None:
+    """Forget a claim whose uplink could not be published, so the network's retry is accepted
+    (and its journal row: the network was answered 503 and sends it again)."""
+    await conn.execute(_RELEASE, {"key": key, "id": journal_id or ""})
 
 
 async def remember_response(conn: AsyncConnection[Row], key: str, response: Any) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from services.platform.events import UplinkEnvelope
+from services.platform import UplinkEnvelope
 
 KINDS = ("up", "state")
-#: The id of an MQTT device, as ``services.devices.registry`` registers it.
+#: The id of an MQTT device, as ``services.devices.ids`` validates it.
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 

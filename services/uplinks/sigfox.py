@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.platform.events import UplinkEnvelope
+from services.platform import UplinkEnvelope
 
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
 

@@ -34,13 +34,16 @@ from dataclasses import dataclass
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
-from services.orbit import store
-from services.orbit.changes import outcome_events
-from services.orbit.frames import decode_downlink
-from services.orbit.params import from_raw
-from services.orbit.store import Conn, UnknownDevice
-from services.platform import outbox
-from services.platform.events import TOPIC_DEVICE_EVENTS, TOPIC_UPLINKS, DeviceEvent, UplinkEnvelope
+from services.devices import ACTIVE_BY_ID, device_problem
+from services.orbit import Conn, UnknownDevice, decode_downlink, from_raw, outcome_events, store
+from services.platform import (
+    TOPIC_DEVICE_EVENTS,
+    TOPIC_UPLINKS,
+    DeviceEvent,
+    UplinkEnvelope,
+    outbox,
+)
+from services.uplinks import journal
 from services.uplinks.accept import envelope_message
 from services.uplinks.dedup import CLAIM_UPSERT
 
@@ -48,14 +51,15 @@ __all__ = ["DeviceUnavailable", "DownlinkAnswer", "answer_downlink_request", "do
 
 # The claim of services.uplinks.dedup.claim, fused with the outbox insert (one round trip), and
 # committed synchronously: here the uplink exists nowhere else until the relay publishes it.
+# With the intake journal kept (``%(journal)s``) the uplink is journaled too: the outbox's row
+# goes once Kafka has it, the journal's once the worker has stored it.
 _CLAIM_AND_KEEP = f"""
-WITH claimed AS ({CLAIM_UPSERT.format(source="VALUES (%(key)s, now())")})
+WITH claimed AS ({CLAIM_UPSERT.format(source="VALUES (%(key)s, now())")}),
+     journaled AS ({journal.INSERT_CLAIMED.format(when="")})
 INSERT INTO kafka_outbox (topic, key, value)
 SELECT %(topic)s, %(device)s, %(value)s FROM claimed
 RETURNING id
 """  # noqa: S608 (a fixed fragment, no input)
-
-_DEVICE = "SELECT active FROM devices WHERE id = %s"
 
 
 class DeviceUnavailable(LookupError):
@@ -90,9 +94,18 @@ def downlink_sent_event(
 
 
 async def answer_downlink_request(
-    conn: Conn, envelope: UplinkEnvelope, *, dedup_key: str, window_seconds: int, now: float
+    conn: Conn,
+    envelope: UplinkEnvelope,
+    *,
+    dedup_key: str,
+    window_seconds: int,
+    now: float,
+    keep_journal: bool = True,
 ) -> DownlinkAnswer:
     """Keep the request's uplink and answer it (see the module's docstring).
+
+    ``keep_journal``: the uplink is also kept in the intake journal until stored
+    (``HIVEPIPE_INTAKE_JOURNAL``, :mod:`services.uplinks.journal`).
 
     ``envelope.meta["seq"]`` is the Sigfox seqNumber; ``now`` the request's network time. A
     device that is not an Orbit device gets no downlink (its uplink is kept all the same).
@@ -108,7 +121,15 @@ async def answer_downlink_request(
         async with conn.pipeline():
             await conn.execute("BEGIN")
             answer = await _answer_in_transaction(
-                conn, device, sigfox_seq, now, dedup_key, window_seconds, value, envelope
+                conn,
+                device,
+                sigfox_seq,
+                now,
+                dedup_key,
+                window_seconds,
+                value,
+                envelope,
+                keep_journal,
             )
             await conn.execute("COMMIT")
     except BaseException:
@@ -128,9 +149,10 @@ async def _answer_in_transaction(
     window_seconds: int,
     value: bytes,
     envelope: UplinkEnvelope,
+    keep_journal: bool,
 ) -> DownlinkAnswer:
     async with conn.cursor(row_factory=tuple_row) as known:
-        await known.execute(_DEVICE, (device,))
+        await known.execute(ACTIVE_BY_ID, {"device": device})
         claim = await conn.execute(
             _CLAIM_AND_KEEP,
             {
@@ -139,6 +161,8 @@ async def _answer_in_transaction(
                 "topic": TOPIC_UPLINKS,
                 "device": device,
                 "value": value,
+                "id": envelope.id,
+                "journal": keep_journal,
             },
         )
         try:
@@ -148,8 +172,9 @@ async def _answer_in_transaction(
         except UnknownDevice:  # not an Orbit device: no downlink, nothing written
             answer = store.RequestAnswer(None, fresh=False)
         row = await known.fetchone()  # came with the store's first read
-    if row is None or not row[0]:
-        raise DeviceUnavailable("unknown_device" if row is None else "inactive_device")
+    problem = device_problem(None if row is None else row[0])
+    if problem is not None:
+        raise DeviceUnavailable(problem)
     events = outcome_events(device, now, answer.outcomes)  # the request's own ack and count
     if answer.frame_hex is not None and answer.fresh:
         events.append(downlink_sent_event(device, answer.frame_hex, sigfox_seq, now))

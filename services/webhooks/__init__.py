@@ -1,11 +1,29 @@
 """Webhooks: each stored data point is POSTed to the webhooks of its device.
 
-Building blocks, wired by the delivery worker: URL and address rules (:mod:`.urls`), a cached
-resolver (:mod:`.resolver`), Standard Webhooks signatures (:mod:`.signing`), the sender port
-with its HTTP adapter and fake (:mod:`.sender`), and the retry/disable policy (:mod:`.policy`).
-See ``docs/webhooks.md``.
+Building blocks, wired by the delivery worker: URL rules, address checks and parsing
+(:mod:`.url_rules`, :mod:`.addresses`, :mod:`.url_parsing`), a cached resolver
+(:mod:`.resolver`), Standard Webhooks signatures (:mod:`.signing`), the sender port
+(:mod:`.ports`) with its HTTP adapter (:mod:`.http_sender`) and fake (:mod:`.fake_sender`), and
+the retry/disable policy (:mod:`.policy`). See ``docs/webhooks.md``.
 """
 
+from services.webhooks.addresses import address_problem, check_address
+from services.webhooks.attempts import delivery_body, list_deliveries
+from services.webhooks.batches import (
+    Batch,
+    finish_batch,
+    prepare_fresh,
+    prepare_retries,
+    send_batch,
+)
+from services.webhooks.delivery_store import PgDeliveryStore
+from services.webhooks.directory import WebhookDirectory
+from services.webhooks.fake_sender import FakeWebhookSender, SentRequest
+from services.webhooks.http_sender import DEFAULT_SENDER_CONFIG, HttpWebhookSender, SenderConfig
+from services.webhooks.in_flight import InFlight
+from services.webhooks.lanes import Lanes
+from services.webhooks.model import DeliveryResult
+from services.webhooks.pinning import RefusedAddress
 from services.webhooks.policy import (
     DEFAULT_DISABLE_POLICY,
     DEFAULT_RETRY_POLICY,
@@ -21,49 +39,48 @@ from services.webhooks.policy import (
     retry_delay,
     should_disable,
 )
+from services.webhooks.ports import Headers, WebhookSender
+from services.webhooks.registrations import (
+    TooManyWebhooks,
+    WebhookExists,
+    create_webhook,
+    delete_webhook,
+    get_webhook,
+    list_webhooks,
+    webhook_body,
+)
 from services.webhooks.resolver import CachingResolver, ResolutionError, system_resolve
-from services.webhooks.sender import (
-    DEFAULT_SENDER_CONFIG,
-    DeliveryResult,
-    FakeWebhookSender,
-    Headers,
-    HttpWebhookSender,
-    RefusedAddress,
-    SenderConfig,
-    SentRequest,
-    WebhookSender,
-)
+from services.webhooks.retry_queue import schedule_redelivery
 from services.webhooks.signing import generate_secret, message_id, signed_headers
-from services.webhooks.urls import (
-    WebhookRules,
-    WebhookURL,
-    WebhookURLError,
-    address_problem,
-    check_address,
-    parse_cidrs,
-    parse_webhook_url,
-    validate_webhook_url,
-)
+from services.webhooks.url_parsing import WebhookURL, parse_webhook_url, validate_webhook_url
+from services.webhooks.url_rules import WebhookRules, WebhookURLError, parse_cidrs
 
 __all__ = [
+    "Batch",
+    "CachingResolver",
     "DEFAULT_DISABLE_POLICY",
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_SCHEDULE",
     "DEFAULT_SENDER_CONFIG",
-    "CachingResolver",
     "DeliveryResult",
     "DisablePolicy",
     "EndpointHealth",
     "FakeWebhookSender",
     "Headers",
     "HttpWebhookSender",
+    "InFlight",
+    "Lanes",
     "NextStep",
     "Outcome",
+    "PgDeliveryStore",
     "RefusedAddress",
     "ResolutionError",
     "RetryPolicy",
     "SenderConfig",
     "SentRequest",
+    "TooManyWebhooks",
+    "WebhookDirectory",
+    "WebhookExists",
     "WebhookRules",
     "WebhookSender",
     "WebhookURL",
@@ -71,15 +88,27 @@ __all__ = [
     "address_problem",
     "check_address",
     "classify_status",
+    "create_webhook",
+    "delete_webhook",
+    "delivery_body",
+    "finish_batch",
     "generate_secret",
+    "get_webhook",
+    "list_deliveries",
+    "list_webhooks",
     "message_id",
     "next_step",
     "parse_cidrs",
     "parse_retry_after",
     "parse_webhook_url",
+    "prepare_fresh",
+    "prepare_retries",
     "retry_delay",
+    "schedule_redelivery",
+    "send_batch",
     "should_disable",
     "signed_headers",
     "system_resolve",
     "validate_webhook_url",
+    "webhook_body",
 ]

@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from services.webhooks.urls import IPAddress
+from services.webhooks.url_rules import IPAddress
 
 ResolveFn = Callable[[str], Awaitable[Sequence[IPAddress]]]
 

@@ -63,7 +63,7 @@ def prepare(settings: Settings) -> None:
 
 def register_devices(database_url: str, devices: list[tuple[str, str, bool]]) -> None:
     """Register ``(id, model, active)`` devices (ids canonical), owned by a test user."""
-    from services.devices.registry import validate_new_device
+    from services.devices.ids import validate_new_device
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(

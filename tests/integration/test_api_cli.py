@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from services.accounts.keys import find_principal
 from services.accounts.users import get_user
-from services.entrypoints.admin_cli import write_urls
 from services.entrypoints.cli import app
+from services.entrypoints.installation import write_urls
 from tests.api_support import connect
 
 runner = CliRunner()

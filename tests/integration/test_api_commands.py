@@ -25,7 +25,7 @@ from tests.api_support import (
     running_api,
 )
 
-# shared/samples/relay-command.json
+# tests/data/relay-command.json
 SAMPLE = {
     "payload": {
         "Output": "Relay",

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from api.deps import flush_buffers
+from api.lifespan import flush_buffers
 from services.accounts import usage
 from services.platform.events import DataPoint
-from services.readings.points import store_points, store_state
+from services.readings.points import store_points
+from services.readings.state import store_state
 from tests.api_support import Account, Api, api_on_new_schema, connect, make_account
 
 

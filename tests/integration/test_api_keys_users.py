@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.deps import flush_buffers
+from api.lifespan import flush_buffers
 from services.accounts.keys import hash_key
 from tests.api_support import Account, Api, add_key, api_on_new_schema, connect, make_account
 

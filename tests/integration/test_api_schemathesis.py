@@ -35,7 +35,7 @@ async def _prepare(url: str) -> str:
     async with await connect(url) as conn:
         await set_limits(conn, username="fuzz-admin", per_minute=10**6, per_day=10**8)
     # Something to find: devices of each network.
-    from services.devices.registry import create_device
+    from services.devices.store import create_device
 
     async with await connect(url) as conn:
         for device_id, model in (

@@ -32,7 +32,7 @@ Conn = psycopg.AsyncConnection[Any]
 
 @pytest.fixture(scope="module")
 async def schema(pg_server: str) -> AsyncIterator[str]:
-    migrations = ("0001_core.sql", "0003_orbit.sql", "0006_outbox.sql")
+    migrations = ("0001_core.sql", "0003_orbit.sql", "0006_outbox.sql", "0009_uplink_journal.sql")
     async with schema_with(pg_server, migrations, "answer-owner") as url:
         yield url
 

@@ -20,8 +20,10 @@ import httpx
 import orjson
 import pytest
 
-from ingest.mqtt.adapter import MqttIngest, parse_mqtt_url, probe_broker
+from ingest.mqtt.adapter import MqttIngest
+from ingest.mqtt.probe import probe_broker
 from services.entrypoints import embedded
+from services.platform.mqtt_address import parse_mqtt_url
 from services.platform.settings import Settings
 from tests.conftest import drop_schema, new_schema
 from tests.integration.ingest_support import (

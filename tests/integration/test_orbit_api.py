@@ -60,7 +60,7 @@ async def owner(api: Api) -> Account:
 
 async def own_device(api: Api, account: Account, model: str = "orbit-t") -> str:
     """A device of ``account`` registered directly (for keys that may not register one)."""
-    from services.devices.registry import create_device
+    from services.devices.store import create_device
 
     async with await connect(api.database_url) as conn:
         row = await create_device(

@@ -19,20 +19,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.platform.events import DataPoint
-from services.readings.points import (
-    AggregateFn,
+from services.readings.aggregates import AggregateFn, aggregate_points, plan_ranges
+from services.readings.paging import (
     InvalidCursor,
     Order,
-    aggregate_points,
     decode_cursor,
     encode_cursor,
-    latest_points,
-    latest_state,
-    plan_ranges,
     query_points,
-    store_points,
-    store_state,
 )
+from services.readings.points import latest_points, store_points
+from services.readings.state import latest_state, store_state
 from tests.conftest import drop_schema, new_schema
 
 CORE_SQL = Path(__file__).resolve().parents[2] / "services/platform/migrations/0001_core.sql"

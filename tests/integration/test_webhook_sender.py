@@ -38,9 +38,10 @@ from services.webhooks import (
     signed_headers,
     validate_webhook_url,
 )
+from services.webhooks.pinning import PinnedResolver as _PinnedResolver
+from services.webhooks.pinning import guarded_socket_factory
 from services.webhooks.resolver import ResolveFn
-from services.webhooks.sender import _PinnedResolver, guarded_socket_factory
-from services.webhooks.urls import IPAddress
+from services.webhooks.url_rules import IPAddress
 
 LOOPBACK_OK = WebhookRules(allow_http=True, allowed_cidrs=parse_cidrs(["127.0.0.0/8"]))
 HUGE_BYTES = 256 * 1024 * 1024

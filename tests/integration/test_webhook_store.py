@@ -31,35 +31,28 @@ from services.webhooks import (
     generate_secret,
     parse_cidrs,
 )
-from services.webhooks.delivery import (
+from services.webhooks.attempts import AttemptLog, list_deliveries, prune_deliveries
+from services.webhooks.batches import finish_batch, prepare_fresh, prepare_retries, send_batch
+from services.webhooks.delivery_store import PgDeliveryStore, persist_settlement
+from services.webhooks.directory import WebhookDirectory
+from services.webhooks.model import (
     AttemptRecord,
     Delivery,
     HealthChange,
     Hook,
     RetryRow,
     Settlement,
-    finish_batch,
-    prepare_fresh,
-    prepare_retries,
-    send_batch,
 )
-from services.webhooks.store import (
-    AttemptLog,
-    PgDeliveryStore,
+from services.webhooks.registrations import (
     TooManyWebhooks,
-    WebhookDirectory,
     WebhookExists,
-    claim_due_retries,
     create_webhook,
     delete_webhook,
     drop_former_owners_webhooks,
-    list_deliveries,
     list_webhooks,
-    persist_settlement,
-    prune_deliveries,
-    schedule_redelivery,
     webhook_body,
 )
+from services.webhooks.retry_queue import claim_due_retries, schedule_redelivery
 from tests.servers import http_receiver
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]

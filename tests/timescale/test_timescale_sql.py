@@ -21,14 +21,10 @@ from psycopg.rows import dict_row, tuple_row
 
 from services.platform.events import DataPoint
 from services.platform.timescale import apply_timescale, has_timescale
-from services.readings.points import (
-    aggregate_points,
-    latest_points,
-    latest_state,
-    query_points,
-    store_points,
-    store_state,
-)
+from services.readings.aggregates import aggregate_points
+from services.readings.paging import query_points
+from services.readings.points import latest_points, store_points
+from services.readings.state import latest_state, store_state
 from tests.conftest import drop_schema, new_schema
 from tests.timescale_server import TimescaleUnavailable, aconnect, start_server
 
@@ -411,7 +407,7 @@ async def test_aggregates_are_read_from_the_continuous_aggregates(ts: Conn) -> N
 async def test_deleting_a_device_erases_its_points_and_its_aggregates(ts: Conn) -> None:
     """Whoever registers the id next must not read the deleted device's figures, not even the
     materialised hours and days of the continuous aggregates."""
-    from services.devices.registry import delete_device
+    from services.devices.store import delete_device
 
     [(owner,)] = await rows(ts, "INSERT INTO users (username) VALUES ('ts-del') RETURNING id")
     await ts.execute(

@@ -11,9 +11,9 @@ import pytest
 import typer
 
 from services.accounts.usage import UsageBuffer, day_range
-from services.devices import registry as devices
-from services.entrypoints.admin_cli import parse_expires
+from services.devices import export, ids
 from services.entrypoints.api_app import create_app
+from services.entrypoints.cli_keys import parse_expires
 from services.platform.settings import Settings
 
 
@@ -80,8 +80,8 @@ def test_csv_export_is_spreadsheet_safe() -> None:
         "created": 1700000000,
         "last_seen": None,
     }
-    rows = list(csv.reader(io.StringIO(devices.devices_csv([body]))))
-    assert rows[0] == list(devices.CSV_COLUMNS)
+    rows = list(csv.reader(io.StringIO(export.devices_csv([body]))))
+    assert rows[0] == list(export.CSV_COLUMNS)
     assert rows[1] == [
         "1A",
         "'=cmd|' /C calc'!A0",
@@ -95,12 +95,12 @@ def test_csv_export_is_spreadsheet_safe() -> None:
 
 
 def test_device_ids() -> None:
-    assert devices.validate_new_device("1a2b3c", "orbit-t") == ("1A2B3C", "sigfox")
-    with pytest.raises(devices.InvalidDevice, match="reserved"):
-        devices.validate_new_device("export.csv", "json")
-    assert devices.plausible_id("relay-1")
+    assert ids.validate_new_device("1a2b3c", "orbit-t") == ("1A2B3C", "sigfox")
+    with pytest.raises(ids.InvalidDevice, match="reserved"):
+        ids.validate_new_device("export.csv", "json")
+    assert ids.plausible_id("relay-1")
     for bad in ("", "a\x00", "é", "x" * 65, "a\nb"):
-        assert not devices.plausible_id(bad)
+        assert not ids.plausible_id(bad)
 
 
 def test_expires() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from services.codecs import decode_uplink
 from services.commands.publishing import command_record
-from services.devices.registry import DeviceInfo
+from services.devices.directory import DeviceInfo
 from services.orbit.state import Outcome
 from services.platform.events import DeviceEvent, UplinkEnvelope
 from services.readings.pipeline import BatchResult, plan_batch

@@ -22,28 +22,19 @@ from services.webhooks import (
     generate_secret,
     message_id,
 )
-from services.webhooks.delivery import (
-    Attempt,
+from services.webhooks.batches import (
     Batch,
-    Delivery,
-    Hook,
-    InFlight,
-    Lanes,
-    Plan,
-    Settlement,
-    Stored,
     finish_batch,
-    health_change,
-    plan_deliveries,
-    point_delivery,
     prepare_fresh,
     prepare_retries,
-    read_stored,
     send_batch,
-    send_chain,
-    send_plan,
-    settle,
 )
+from services.webhooks.in_flight import InFlight
+from services.webhooks.lanes import Lanes
+from services.webhooks.model import Attempt, Delivery, Hook, Plan, Settlement, Stored
+from services.webhooks.planning import plan_deliveries, point_delivery, read_stored
+from services.webhooks.sending import send_chain, send_plan
+from services.webhooks.settlement import health_change, settle
 
 SECRET = generate_secret()
 POLICY = RetryPolicy(schedule=(5.0, 30.0), jitter=0.0)

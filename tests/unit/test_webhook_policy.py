@@ -12,6 +12,8 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from services.platform.events import DataPoint, dumps
+from services.webhooks.fake_sender import FakeWebhookSender
+from services.webhooks.model import DeliveryResult
 from services.webhooks.policy import (
     DEFAULT_SCHEDULE,
     DisablePolicy,
@@ -25,7 +27,7 @@ from services.webhooks.policy import (
     retry_delay,
     should_disable,
 )
-from services.webhooks.sender import DeliveryResult, FakeWebhookSender, WebhookSender
+from services.webhooks.ports import WebhookSender
 from services.webhooks.signing import generate_secret, message_id, signed_headers
 
 NOW = 1_700_000_000.0

@@ -10,16 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.webhooks.addresses import address_problem
 from services.webhooks.resolver import CachingResolver, ResolutionError
-from services.webhooks.urls import (
-    IPAddress,
-    WebhookRules,
-    WebhookURLError,
-    address_problem,
-    parse_cidrs,
-    parse_webhook_url,
-    validate_webhook_url,
-)
+from services.webhooks.url_parsing import parse_webhook_url, validate_webhook_url
+from services.webhooks.url_rules import IPAddress, WebhookRules, WebhookURLError, parse_cidrs
 
 STRICT = WebhookRules()
 # http allowed, so that address cases are judged on the address, not on the scheme.

@@ -1,6 +1,5 @@
-"""Sending one webhook request: the ``WebhookSender`` port, its HTTP adapter and a fake.
-
-:class:`HttpWebhookSender` (aiohttp) is the real adapter, one per process. Per request it
+"""The webhook sender over HTTP: :class:`HttpWebhookSender` (aiohttp), the real adapter of the
+:class:`services.webhooks.ports.WebhookSender` port, one per process. Per request it
 
 1. takes a slot for the endpoint's host and then one of the process-wide slots (host first,
    so a slow receiver queues its own deliveries without holding slots other hosts need);
@@ -11,12 +10,8 @@
    redirects followed, no cookies, no proxies from the environment, and reads at most 1 KiB
    of the answer's body (the connection is closed rather than drained when there is more).
 
-New connections are pinned: aiohttp's resolver is replaced by one that takes a random address
-from the same cache (no second lookup), and every socket is checked against the rules again
-right before ``connect()``, IP literals included. The URL keeps the host name, so the
-``Host`` header, TLS SNI and certificate verification all use the registered name. A
-keep-alive connection is reused only for its own host name (aiohttp pools by host, port and
-TLS), so a certificate verified for one name never serves another.
+New connections are pinned and every socket is checked before ``connect()``: see
+:mod:`services.webhooks.pinning`.
 
 aiohttp rather than httpx: measured on this project's 2-core box against a local receiver,
 httpx 0.28 / httpcore 1.0 cost 2.3-2.9 ms of CPU per request at 50 concurrent requests
@@ -29,68 +24,30 @@ come with faust-streaming.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import random
-import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 import yarl
-from aiohttp.abc import AbstractResolver, ResolveResult
 
+from services.webhooks.addresses import address_problem
+from services.webhooks.host_slots import HostSlots
+from services.webhooks.model import DeliveryResult
+from services.webhooks.pinning import (
+    PinnedResolver,
+    RefusedAddress,
+    guarded_socket_factory,
+    refusal,
+)
 from services.webhooks.policy import Outcome, classify_status, parse_retry_after
+from services.webhooks.ports import Headers
 from services.webhooks.resolver import CachingResolver, ResolutionError
 from services.webhooks.signing import USER_AGENT
-from services.webhooks.urls import (
-    IPAddress,
-    WebhookRules,
-    WebhookURL,
-    WebhookURLError,
-    address_problem,
-    parse_webhook_url,
-)
-
-if TYPE_CHECKING:
-    from aiohappyeyeballs import AddrInfoType
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
-    """The result of one attempt.
-
-    ``status`` is the HTTP status (``None`` when no answer came); ``latency_ms`` the time
-    from the lookup to the end of the answer; ``error`` a short human explanation for
-    anything but a delivery; ``retry_after`` the answer's ``Retry-After`` in seconds;
-    ``response_body`` the first (at most 1 KiB) bytes of the answer's body, for the logs.
-    """
-
-    outcome: Outcome
-    status: int | None
-    latency_ms: float
-    error: str | None = None
-    retry_after: float | None = None
-    response_body: bytes = b""
-
-
-Headers = Mapping[str, str] | Callable[[], Mapping[str, str]]
-
-
-class WebhookSender(Protocol):
-    """Sends one signed webhook request and says how it went; never raises for the receiver's
-    or the network's faults."""
-
-    async def send(self, url: str, body: bytes, headers: Headers) -> DeliveryResult:
-        """POST ``body`` with ``headers`` to ``url``.
-
-        ``headers`` may be a function returning them: it is called once the request has its
-        slot, just before sending, so that a signature's timestamp is not stale after a wait
-        behind a slow receiver's queue.
-        """
-        ...
+from services.webhooks.url_parsing import WebhookURL, parse_webhook_url
+from services.webhooks.url_rules import WebhookRules, WebhookURLError
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,99 +69,6 @@ class SenderConfig:
 
 
 DEFAULT_SENDER_CONFIG = SenderConfig()
-
-
-class RefusedAddress(OSError):
-    """A connection to an address the rules do not allow was refused before ``connect()``."""
-
-
-@dataclass(slots=True)
-class _Slot:
-    semaphore: asyncio.Semaphore
-    users: int = 0
-
-
-class _HostSlots:
-    """A semaphore per host name, created on first use and dropped when nobody holds it."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._slots: dict[str, _Slot] = {}
-
-    def acquire(self, host: str) -> _Slot:
-        slot = self._slots.get(host)
-        if slot is None:
-            slot = self._slots[host] = _Slot(asyncio.Semaphore(self._limit))
-        slot.users += 1
-        return slot
-
-    def release(self, host: str, slot: _Slot) -> None:
-        slot.users -= 1
-        if slot.users == 0 and self._slots.get(host) is slot:
-            del self._slots[host]
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-
-class _PinnedResolver(AbstractResolver):
-    """aiohttp's resolver hook: one random cached address, checked, for each new connection."""
-
-    def __init__(self, cache: CachingResolver, rules: WebhookRules, rand: random.Random) -> None:
-        self._cache = cache
-        self._rules = rules
-        self._rand = rand
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        ip = self._rand.choice(await self._cache.resolve(host))
-        _refuse_if_not_allowed(ip, self._rules)
-        return [
-            {
-                "hostname": host,
-                "host": str(ip),
-                "port": port,
-                "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            }
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
-def _refuse_if_not_allowed(ip: IPAddress, rules: WebhookRules) -> None:
-    problem = address_problem(ip, rules)
-    if problem:
-        raise RefusedAddress(f"{ip} is {problem}")
-
-
-def guarded_socket_factory(rules: WebhookRules) -> Callable[[AddrInfoType], socket.socket]:
-    """A socket factory that refuses (:class:`RefusedAddress`) any address the rules forbid:
-    the last check, made on the very address about to be connected to."""
-
-    def factory(addr_info: AddrInfoType) -> socket.socket:
-        family, type_, proto, _canonname, sockaddr = addr_info
-        _refuse_if_not_allowed(ipaddress.ip_address(sockaddr[0]), rules)
-        return socket.socket(family=family, type=type_, proto=proto)
-
-    return factory
-
-
-def _refusal(exc: BaseException) -> RefusedAddress | None:
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return None
-        if isinstance(seen, RefusedAddress):
-            return seen
-        os_error = getattr(seen, "os_error", None)
-        if isinstance(os_error, RefusedAddress):
-            return os_error
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 class HttpWebhookSender:
@@ -234,7 +98,7 @@ class HttpWebhookSender:
         self._rand = rand if rand is not None else random.Random()  # noqa: S311
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self._hosts = _HostSlots(config.max_per_host)
+        self._hosts = HostSlots(config.max_per_host)
         self._all = asyncio.Semaphore(config.max_concurrency)
         self._targets: dict[str, tuple[WebhookURL, yarl.URL]] = {}
 
@@ -254,7 +118,7 @@ class HttpWebhookSender:
         connector = aiohttp.TCPConnector(
             limit=self._config.max_concurrency,
             limit_per_host=self._config.max_per_host,
-            resolver=_PinnedResolver(self._cache, self._rules, self._rand),
+            resolver=PinnedResolver(self._cache, self._rules, self._rand),
             use_dns_cache=False,
             ssl=self._ssl,
             keepalive_timeout=self._config.keepalive,
@@ -332,7 +196,7 @@ class HttpWebhookSender:
         except ResolutionError as exc:
             return failure("retry", f"dns: {exc}")
         except aiohttp.ClientError as exc:
-            refused = _refusal(exc)
+            refused = refusal(exc)
             if refused is not None:
                 return failure("failed", f"address_not_allowed: {refused}")
             if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -387,39 +251,3 @@ class HttpWebhookSender:
         elif outcome != "delivered":
             error = f"http: {status} {(response.reason or '')[:100]}".rstrip()
         return DeliveryResult(outcome, status, latency_ms, error, retry_after, excerpt)
-
-
-_DELIVERED = DeliveryResult("delivered", 200, 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class SentRequest:
-    """A request the fake sender received."""
-
-    url: str
-    body: bytes
-    headers: dict[str, str]
-
-
-@dataclass
-class FakeWebhookSender:
-    """In-memory :class:`WebhookSender` for unit tests.
-
-    Records every request in ``sent`` and answers with ``answer(request)`` when ``answer`` is
-    a function, else with the next result of ``answers``, and ``delivered`` (200) after those.
-    """
-
-    answers: Iterable[DeliveryResult] = ()
-    answer: Callable[[SentRequest], DeliveryResult] | None = None
-    sent: list[SentRequest] = field(default_factory=list)
-    _queue: Iterator[DeliveryResult] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._queue = iter(self.answers)
-
-    async def send(self, url: str, body: bytes, headers: Headers) -> DeliveryResult:
-        request = SentRequest(url, body, dict(headers() if callable(headers) else headers))
-        self.sent.append(request)
-        if self.answer is not None:
-            return self.answer(request)
-        return next(self._queue, _DELIVERED)

@@ -1,0 +1,261 @@
+"""The paho side of the MQTT ingest: one client whose network loop runs in its own thread.
+
+The bridge connects (probing the broker first, and again while it is down), subscribes in a
+persistent session (``clean_start=False``, a session expiry; a shared subscription when the
+broker has them), and hands every received message to the asyncio loop, where
+:meth:`PahoBridge.next_batch` takes them. PUBACKs are manual (:meth:`PahoBridge.ack`, once the
+batch is on Kafka): what is not acknowledged is delivered again to this session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.mqtt.probe import BrokerCapabilities, new_client, probe_broker
+from services.platform import BrokerAddress, Settings
+from services.uplinks import subscriptions
+
+log = logging.getLogger(__name__)
+
+#: MQTT 5 SUBACK reason "Shared Subscriptions not supported".
+_SHARED_NOT_SUPPORTED = 0x9E
+
+
+@dataclass(slots=True)
+class Received:
+    """One message as paho handed it over (``generation``: the connection it came on)."""
+
+    generation: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received: float
+
+
+class PahoBridge:
+    """A paho client for the ingest: ``await connect()``, ``next_batch()``, ``ack()``.
+
+    Messages are queued only between :meth:`start_taking` and :meth:`stop_taking`; one that
+    arrives outside is not acknowledged, so the broker delivers it again.
+    """
+
+    def __init__(
+        self, settings: Settings, address: BrokerAddress, client_id: str, *, share: bool
+    ) -> None:
+        self.settings = settings
+        self.address = address
+        self.client_id = client_id
+        self.capabilities: BrokerCapabilities | None = None
+        self._want_share = share
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: collections.deque[Received] = collections.deque()
+        self._wake = asyncio.Event()
+        self._wake_pending = False
+        self._subscribed = asyncio.Event()
+        self._generation = 0
+        self._filters: list[str] = []
+        self._accepting = False
+        self._stopping = False
+
+    # -- the asyncio side ------------------------------------------------------------------
+
+    def start_taking(self) -> None:
+        """Queue the messages received from now on; call from the asyncio loop."""
+        self._loop = asyncio.get_running_loop()
+        self._accepting = True
+
+    def stop_taking(self) -> None:
+        """Queue no more messages; :meth:`next_batch` returns what is left, then ``[]``."""
+        self._accepting = False
+        self._stopping = True
+        self._wake.set()
+
+    async def wait_subscribed(self, within: float) -> None:
+        """Return once the subscriptions are in place (raises TimeoutError)."""
+        async with asyncio.timeout(within):
+            await self._subscribed.wait()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    @property
+    def pending(self) -> int:
+        """Messages received and not taken yet."""
+        return len(self._inbox)
+
+    async def next_batch(self, max_size: int) -> list[Received]:
+        """Up to ``max_size`` messages, waiting for the first; ``[]`` once stopped and empty."""
+        while not self._inbox:
+            if self._stopping:
+                return []
+            self._wake.clear()
+            if not self._inbox:
+                await self._wake.wait()
+        count = min(len(self._inbox), max_size)
+        return [self._inbox.popleft() for _ in range(count)]
+
+    def ack(self, batch: list[Received]) -> int:
+        """Acknowledge a batch; the number of its messages now accepted for good.
+
+        Messages of an earlier connection are not acknowledged: the broker delivers them again.
+        """
+        client = self._client
+        if client is None:
+            return 0
+        acked = 0
+        generation = self._generation
+        for item in batch:
+            if item.qos > 0 and item.generation == generation:
+                client.ack(item.mid, item.qos)
+                acked += 1
+            elif item.qos == 0:
+                acked += 1
+        return acked
+
+    async def connect(self) -> None:
+        """Probe the broker until it answers, then start the client (it reconnects by itself)."""
+        delay = 0.5
+        while True:
+            try:
+                caps = await asyncio.to_thread(probe_broker, self.address)
+                break
+            except OSError as exc:  # refused, unreachable, no handshake, credentials
+                log.warning("MQTT broker %s not reachable (%s); retrying", self.address.host, exc)
+            except Exception:
+                log.exception("MQTT broker %s: unexpected error; retrying", self.address.host)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        self.capabilities = caps
+        shared = caps.shared and self._want_share and bool(self.settings.mqtt_share_group)
+        group = self.settings.mqtt_share_group if shared else None
+        self._filters = subscriptions(self.settings.mqtt_topic_prefix, group=group)
+        if caps.protocol == mqtt.MQTTv5:
+            client = new_client(self.address, self.client_id, caps.protocol, manual_ack=True)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.settings.mqtt_session_expiry
+            client.connect_async(
+                self.address.host,
+                self.address.port,
+                keepalive=30,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            log.warning("MQTT broker without MQTT 5: plain subscriptions (run a single replica)")
+            client = new_client(
+                self.address, self.client_id, caps.protocol, manual_ack=True, clean_session=False
+            )
+            client.connect_async(self.address.host, self.address.port, keepalive=30)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._client = client
+        client.loop_start()
+        log.info(
+            "MQTT ingest %s on %s:%s, MQTT %s, %s",
+            self.client_id,
+            self.address.host,
+            self.address.port,
+            "5" if caps.protocol == mqtt.MQTTv5 else "3.1.1",
+            ", ".join(self._filters),
+        )
+
+    async def disconnect(self) -> None:
+        """Disconnect and stop the network thread (nothing when never connected)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(self._disconnect, client)
+
+    @staticmethod
+    def _disconnect(client: mqtt.Client) -> None:
+        client.disconnect()
+        client.loop_stop()
+
+    # -- the paho side (its own thread) ----------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("MQTT connection refused: %s", reason)
+            return
+        # Acks of messages of an earlier connection are not sent: the broker delivers them again.
+        self._generation += 1
+        log.info("MQTT connected (session present: %s)", flags.session_present)
+        self._subscribe(client, self._filters)
+
+    def _subscribe(self, client: mqtt.Client, filters: list[str]) -> None:
+        if client.protocol == mqtt.MQTTv5:
+            # Retained messages only for a new subscription, not at every reconnection.
+            options = SubscribeOptions(qos=1, retainHandling=1)
+            client.subscribe([(f, options) for f in filters])
+        else:
+            client.subscribe([(f, 1) for f in filters])
+
+    def _on_subscribe(
+        self, client: mqtt.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        if any(r.value == _SHARED_NOT_SUPPORTED for r in reasons) and self._filters[0].startswith(
+            "$share/"
+        ):
+            log.warning("the MQTT broker refused shared subscriptions: plain ones instead")
+            self._filters = subscriptions(self.settings.mqtt_topic_prefix, group=None)
+            self._subscribe(client, self._filters)
+            return
+        if any(r.is_failure for r in reasons):
+            log.error("MQTT subscription refused: %s", ", ".join(str(r) for r in reasons))
+            return
+        log.info("MQTT subscribed: %s", ", ".join(self._filters))
+        self._call(self._subscribed.set)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        self._call(self._subscribed.clear)
+        if not self._stopping:
+            log.warning("MQTT disconnected (%s); reconnecting", reason)
+
+    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if not self._accepting:
+            return  # not acknowledged: delivered again to this session after the restart
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", "replace")
+        self._inbox.append(
+            Received(
+                self._generation,
+                message.mid,
+                message.qos,
+                topic,
+                bytes(message.payload),
+                time.time(),
+            )
+        )
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._call(self._woken)
+
+    def _woken(self) -> None:
+        self._wake_pending = False
+        self._wake.set()
+
+    def _call(self, func: Callable[[], Any]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(func)

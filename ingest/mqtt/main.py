@@ -1,0 +1,41 @@
+"""The ``hivepipe ingest mqtt`` process: one :class:`~ingest.mqtt.adapter.MqttIngest` until
+SIGTERM or SIGINT stop it gracefully, its Prometheus metrics on ``HIVEPIPE_MQTT_METRICS_PORT``
+when that is set."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from ingest.mqtt.adapter import MqttIngest
+from services.platform import Settings, runtime
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the adapter until SIGTERM or SIGINT, then stop it gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if settings.mqtt_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.mqtt_metrics_port, addr=settings.api_host)
+    ingest = MqttIngest(settings)
+    await ingest.start()
+    runtime.settle_heap()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping the MQTT ingest")
+        await ingest.stop()
+
+
+def run(settings: Settings) -> None:
+    """``hivepipe ingest mqtt``."""
+    if not settings.mqtt_url or not settings.kafka:
+        raise SystemExit("HIVEPIPE_MQTT_URL and HIVEPIPE_KAFKA are required")
+    asyncio.run(serve(settings))

@@ -1,0 +1,149 @@
+"""The intake journal: every accepted uplink is kept in PostgreSQL until it is stored.
+
+A 2xx to a network, a PUBACK to a device, is a promise that the uplink will be stored. Kafka's
+acknowledgement keeps that promise only while the broker keeps its log; the embedded broker
+(tansu) keeps it in memory. So each accepted uplink is also written here, in the same statement
+or transaction as its dedup claim (a claim never exists without its uplink), durably
+(``synchronous_commit`` on), and deleted once the worker has stored it (:func:`forget`). What is
+still here after a crash, a broker restart or a power cut is published again by the worker
+(:func:`replay_due`); the idempotent sinks absorb the copies that had arrived after all.
+
+With ``HIVEPIPE_INTAKE_JOURNAL=false`` (a replicated Kafka cluster, whose acknowledgement is
+durable) a row lives only from the claim until Kafka's acknowledgement (:func:`forget` right
+after the publish): a crash in between is still replayed, so a claim is never a promise that
+nobody keeps.
+
+Schema: ``services/platform/migrations/0009_uplink_journal.sql``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.platform import TOPIC_UPLINKS, Message, Publisher, UplinkEnvelope, dumps
+
+log = logging.getLogger(__name__)
+
+Conn = AsyncConnection[Any]
+Pool = AsyncConnectionPool[AsyncConnection[dict[str, Any]]]
+
+REPLAYED = Counter(
+    "hivepipe_journal_replayed_total",
+    "Accepted uplinks published again from the intake journal (not stored after a fault)",
+)
+PENDING = Gauge(
+    "hivepipe_journal_pending",
+    "Accepted uplinks in the intake journal not yet stored (as of the last replay check)",
+)
+
+#: Rows published per Kafka round trip when replaying.
+REPLAY_BATCH = 500
+
+#: The journal row of a claim, for the claim's own statement (a data-modifying CTE): inserted
+#: only when ``claimed`` returned a row and ``%(journal)s`` is true. ``{when}`` adds a condition
+#: (the device check). Parameters: ``id``, ``device``, ``value``, ``journal``.
+INSERT_CLAIMED = """
+INSERT INTO uplink_journal (id, key, value)
+SELECT %(id)s, %(device)s, %(value)s FROM claimed WHERE %(journal)s {when}
+ON CONFLICT (id) DO NOTHING
+"""
+
+#: The journal row ``%(id)s`` deleted, for the statement that releases its claim.
+DELETE_ONE = "DELETE FROM uplink_journal WHERE id = %(id)s"
+
+
+def journal_entry(envelope: UplinkEnvelope) -> tuple[str, Message]:
+    """The journal row of an envelope: its id and its ``uplinks`` message (key, value)."""
+    return envelope.id, (envelope.device, dumps(envelope))
+
+
+async def record(conn: Conn, entries: Sequence[tuple[str, Message]]) -> None:
+    """Journal ``entries`` (id, (key, value)) in the caller's transaction; ids already there
+    are left as they are."""
+    if not entries:
+        return
+    await conn.execute(
+        "INSERT INTO uplink_journal (id, key, value)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"
+        " ON CONFLICT (id) DO NOTHING",
+        (
+            [id_ for id_, _ in entries],
+            [key for _, (key, _) in entries],
+            [value for _, (_, value) in entries],
+        ),
+    )
+
+
+async def forget(conn: Conn, ids: Sequence[str]) -> None:
+    """Delete the rows of uplinks now safe (stored, or acknowledged by a durable Kafka).
+
+    Committed without waiting for the WAL flush: losing this delete in a crash only replays
+    an uplink already stored, which the sinks absorb."""
+    if not ids:
+        return
+    await conn.execute(
+        "DELETE FROM uplink_journal"
+        " USING (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+        " WHERE id = ANY(%s)",
+        (list(ids),),
+    )
+
+
+async def _replay_batch(
+    pool: Pool, publisher: Publisher, topic: str, older_than: float, limit: int
+) -> int:
+    async with pool.connection() as conn, conn.transaction():
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(
+                "SELECT id, key, value FROM uplink_journal"
+                " WHERE accepted <= now() - make_interval(secs => %s)"
+                " ORDER BY accepted LIMIT %s FOR UPDATE SKIP LOCKED",
+                (older_than, limit),
+            )
+            rows = await cur.fetchall()
+        if not rows:
+            return 0
+        await publisher.publish(topic, [(key, bytes(value)) for _, key, value in rows])
+        # Re-armed, not deleted: the worker deletes a row once it has stored the uplink.
+        await conn.execute(
+            "UPDATE uplink_journal SET accepted = now(), replays = replays + 1 WHERE id = ANY(%s)",
+            ([row[0] for row in rows],),
+        )
+    REPLAYED.inc(len(rows))
+    return len(rows)
+
+
+async def replay_due(
+    pool: Pool,
+    publisher: Publisher,
+    topic: Callable[[str], str],
+    *,
+    older_than: float,
+    limit: int = REPLAY_BATCH,
+) -> int:
+    """Publish again every journaled uplink accepted (or last replayed) at least
+    ``older_than`` seconds ago and still not stored; returns how many.
+
+    Several workers share the table (``FOR UPDATE SKIP LOCKED``). Raises what the publisher or
+    the database raises; the rows of a failed batch stay for the next call.
+    """
+    total = 0
+    while True:
+        done = await _replay_batch(pool, publisher, topic(TOPIC_UPLINKS), older_than, limit)
+        total += done
+        if done < limit:
+            break
+    if total:
+        log.warning("replayed %d accepted uplinks not stored yet from the intake journal", total)
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) AS n FROM uplink_journal")
+        row = await cur.fetchone()
+    PENDING.set(row["n"] if row else 0)
+    return total
