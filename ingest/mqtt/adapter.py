@@ -29,9 +29,10 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from ingest.mqtt.batches import Prepared, kept_raw, split_batch
 from ingest.mqtt.bridge import PahoBridge, Received
 from ingest.mqtt.probe import BrokerCapabilities
-from services.devices import DeviceDirectory
+from services.devices import DeviceDirectory, info_problem
 from services.platform import (
     ALL_TOPICS,
     TOPIC_DEAD_LETTER,
@@ -44,18 +45,12 @@ from services.platform import (
     TopicRepair,
     UplinkEnvelope,
     connection_kwargs,
-    dumps,
     metrics,
     parse_mqtt_url,
 )
 from services.uplinks import (
-    Rejected,
-    dead_letter_message,
-    envelope_fields,
     journal,
-    journal_entry,
     mqtt_uplink,
-    rejected,
 )
 
 log = logging.getLogger(__name__)
@@ -201,22 +196,8 @@ class MqttIngest:
         try:
             uplinks, dead, reasons = await self._prepare(batch)
         except Exception:
-            # Never stall on a message we cannot handle: keep the batch raw on dead-letter.
             log.exception("could not prepare %d MQTT messages: kept on dead-letter", len(batch))
-            uplinks, dead, reasons = [], [], []
-            for r in batch:
-                item = rejected(
-                    r.topic,
-                    r.payload,
-                    device=None,
-                    kind=None,
-                    received=r.received,
-                    reason="internal_error",
-                    detail="",
-                    max_bytes=self.settings.max_body_bytes,
-                )
-                dead.append((item.key, dumps(item.record)))
-                reasons.append(item.reason)
+            uplinks, dead, reasons = kept_raw(batch, max_bytes=self.settings.max_body_bytes)
         if self.settings.intake_journal and uplinks and not await self._journal(uplinks):
             return False
         messages = [message for _, message in uplinks]
@@ -231,11 +212,8 @@ class MqttIngest:
         self.stats.acked += self._bridge.ack(batch)
         return True
 
-    async def _prepare(
-        self, batch: list[Received]
-    ) -> tuple[list[tuple[str, Message]], list[Message], list[str]]:
-        """The ``uplinks`` messages of a batch (with their envelope ids, for the journal), the
-        ``dead-letter`` messages, and why each dead letter."""
+    async def _prepare(self, batch: list[Received]) -> Prepared:
+        """The batch's journal entries, dead letters and reasons (:func:`split_batch`)."""
         max_bytes = self.settings.max_body_bytes
         prefix = self.settings.mqtt_topic_prefix
         parsed = [
@@ -245,19 +223,7 @@ class MqttIngest:
         problems = await self._device_problems(
             {p.device for p in parsed if isinstance(p, UplinkEnvelope)}
         )
-        uplinks: list[tuple[str, Message]] = []
-        dead: list[Message] = []
-        reasons: list[str] = []
-        for item in parsed:
-            if isinstance(item, Rejected):
-                dead.append((item.key, dumps(item.record)))
-                reasons.append(item.reason)
-            elif (problem := problems.get(item.device)) is not None:
-                dead.append(dead_letter_message(item.device, envelope_fields(item), problem))
-                reasons.append(problem)
-            else:
-                uplinks.append(journal_entry(item))
-        return uplinks, dead, reasons
+        return split_batch(parsed, problems)
 
     async def _until_done(
         self,
@@ -279,7 +245,7 @@ class MqttIngest:
                     return False
                 log.warning("%s unavailable (%r); retrying in %.1fs, not acking", what, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
                 continue
             return True
 
@@ -317,9 +283,4 @@ class MqttIngest:
             log.warning("device check skipped for 10s, database unavailable: %r", exc)
             self._db_down_until = time.monotonic() + 10.0
             return {}
-        return {
-            device: "unknown_device"
-            if info is None
-            else (None if info.active else "inactive_device")
-            for device, info in infos.items()
-        }
+        return {device: info_problem(info) for device, info in infos.items()}

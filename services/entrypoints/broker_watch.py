@@ -80,4 +80,6 @@ class BrokerWatch:
     def _restart_consumers(self, why: str) -> None:
         for child in self.roles:
             if child.role == "worker":
-                child.recycle(f"{why}: its consumer offsets are gone")
+                # Killed, not stopped: a graceful stop commits offsets to a group the broker no
+                # longer has (about 9 s here), and nothing is lost (the journal replays).
+                child.recycle(f"{why}: its consumer offsets are gone", kill=True)

@@ -69,6 +69,11 @@ class Server:
         """Its exit code once it has ended (negative: the signal that ended it), else None."""
         return self.proc.poll()
 
+    def kill(self) -> None:
+        """SIGKILL, and wait for it."""
+        self.proc.kill()
+        self.proc.wait()
+
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server gracefully, killing it after ``timeout`` seconds."""
         if self.proc.poll() is None:

@@ -52,6 +52,9 @@ class Process(Protocol):
     def stop(self) -> None:
         """Ask it to stop, kill it when it does not, and wait for it."""
 
+    def kill(self) -> None:
+        """Kill it at once (SIGKILL) and wait for it."""
+
 
 class Supervised:
     """A process of ``role`` named ``name`` (``api-2``), kept running by :meth:`check`."""
@@ -110,12 +113,16 @@ class Supervised:
                 assert self._process is not None
                 log.info("role %s restarted (pid %d)", self.name, self._process.pid)
 
-    def recycle(self, why: str) -> None:
-        """Stop the process and start it again now (not an exit: not counted as a crash)."""
+    def recycle(self, why: str, *, kill: bool = False) -> None:
+        """Stop the process (``kill``: at once, for a process with nothing left to finish) and
+        start it again now; not an exit, not counted as a crash."""
         log.warning("role %s restarted: %s", self.name, why)
         self._due = None
         if self._process is not None:
-            self._process.stop()
+            if kill:
+                self._process.kill()
+            else:
+                self._process.stop()
             self._process = None
         self._launch()
 

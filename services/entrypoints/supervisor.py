@@ -152,6 +152,10 @@ class RoleProcess:
     def stop(self) -> None:
         stop_process(self.proc, self.stop_timeout)
 
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
 
 def bind_api_socket(settings: Settings) -> socket.socket:
     """The API's listening socket, bound here once and inherited by every API process.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -97,15 +98,14 @@ async def forget(conn: Conn, ids: Sequence[str]) -> None:
 
 
 async def _replay_batch(
-    pool: Pool, publisher: Publisher, topic: str, older_than: float, limit: int
+    pool: Pool, publisher: Publisher, topic: str, cutoff: datetime, limit: int
 ) -> int:
     async with pool.connection() as conn, conn.transaction():
         async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(
-                "SELECT id, key, value FROM uplink_journal"
-                " WHERE accepted <= now() - make_interval(secs => %s)"
+                "SELECT id, key, value FROM uplink_journal WHERE accepted <= %s"
                 " ORDER BY accepted LIMIT %s FOR UPDATE SKIP LOCKED",
-                (older_than, limit),
+                (cutoff, limit),
             )
             rows = await cur.fetchall()
         if not rows:
@@ -134,9 +134,17 @@ async def replay_due(
     Several workers share the table (``FOR UPDATE SKIP LOCKED``). Raises what the publisher or
     the database raises; the rows of a failed batch stay for the next call.
     """
+    async with pool.connection() as conn:
+        # One cutoff for the whole call: the rows it re-arms (accepted = now()) are not due
+        # again in its next batch.
+        cur = await conn.execute(
+            "SELECT now() - make_interval(secs => %s) AS cutoff", (older_than,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
     total = 0
     while True:
-        done = await _replay_batch(pool, publisher, topic(TOPIC_UPLINKS), older_than, limit)
+        done = await _replay_batch(pool, publisher, topic(TOPIC_UPLINKS), row["cutoff"], limit)
         total += done
         if done < limit:
             break

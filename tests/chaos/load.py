@@ -52,7 +52,9 @@ async def sigfox_load(
     ``first_seq``), never waiting for an answer before the next (a network does not); each is
     given 10 s (Sigfox's)."""
     sent: list[Sent] = []
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # As many connections as requests in flight (a network's callbacks do not queue behind
+    # each other): the time a callback waits is then the server's alone.
+    limits = httpx.Limits(max_connections=2048, max_keepalive_connections=64)
     headers = {"X-Callback-Token": token}
     async with httpx.AsyncClient(base_url=api_url, timeout=10.0, limits=limits) as client:
 
@@ -85,6 +87,15 @@ async def sigfox_load(
     return sent
 
 
+def _acked(info: MQTTMessageInfo) -> bool:
+    """Whether the broker PUBACKed the message (one published while the client was not
+    connected, the broker away, never is)."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
+
+
 class MqttLoad:
     """A device publishing at QoS 1 to the broker (paho's network loop in its own thread)."""
 
@@ -113,10 +124,10 @@ class MqttLoad:
             item = Sent(seq, time.monotonic(), base + seq)
             sent.append((item, self.publish(item)))
         deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not all(i.is_published() for _, i in sent):
+        while time.monotonic() < deadline and not all(_acked(i) for _, i in sent):
             await asyncio.sleep(0.1)
         for item, info in sent:
-            item.accepted = info.is_published()
+            item.accepted = _acked(info)
             item.outcome = "puback" if item.accepted else MQTTErrorCode(info.rc).name
         return [item for item, _ in sent]
 

@@ -20,7 +20,7 @@ class FakeChild:
         self.process: Any = object()
         self.recycled: list[str] = []
 
-    def recycle(self, why: str) -> None:
+    def recycle(self, why: str, *, kill: bool = False) -> None:
         self.recycled.append(why)
         self.generation += 1
 

@@ -102,6 +102,11 @@ class FakeProcess:
         if self.code is None:
             self.code = -15
 
+    def kill(self) -> None:
+        self.stopped = True
+        if self.code is None:
+            self.code = -9
+
 
 class Clock:
     def __init__(self) -> None:
@@ -222,3 +227,19 @@ def test_stop_stops_the_process_and_cancels_a_pending_restart() -> None:
     running = Supervised("mqtt", "t-stop", starter(started), clock=clock)
     running.stop()
     assert started[1].stopped
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_a_recycle_starts_a_new_process_at_once_without_counting_a_crash(kill: bool) -> None:
+    clock, started = Clock(), []
+    child = Supervised("worker", "t-recycled", starter(started), clock=clock)
+    first, generation = started[0], child.generation
+    child.recycle("the broker started again", kill=kill)
+    assert first.stopped
+    assert first.code == (-9 if kill else -15)
+    assert len(started) == 2
+    assert child.process is started[1]
+    assert child.generation == generation + 1
+    assert restarts("t-recycled") == 0.0
+    child.check()  # the stopped process is not taken for an exit
+    assert len(started) == 2
