@@ -96,10 +96,12 @@ async def accept_uplink(
     entry = journal_entry(envelope)
     async with pool.connection(timeout=DB_TIMEOUT) as conn:
         if dead_letter_topic is None:
-            claimed = await dedup.claim(conn, dedup_key, window_seconds, entry=entry)
+            claimed = await dedup.claim(
+                conn, dedup_key, window_seconds, entry=entry, durable=keep_journal
+            )
         else:
             claimed, active = await dedup.claim_checking_device(
-                conn, dedup_key, window_seconds, envelope.device, entry=entry
+                conn, dedup_key, window_seconds, envelope.device, entry=entry, durable=keep_journal
             )
             if claimed:
                 problem = device_problem(active)

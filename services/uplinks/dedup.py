@@ -54,17 +54,17 @@ SELECT EXISTS (SELECT FROM claimed) AS claimed,
 
 
 def _params(
-    key: str, window_seconds: int, device: str, entry: tuple[str, Message] | None
+    key: str, window_seconds: int, device: str, entry: tuple[str, Message] | None, durable: bool
 ) -> dict[str, Any]:
-    # Journaled, the claim is durable before the network is answered (its uplink with it);
-    # otherwise losing the last few claims in a database crash only lets a duplicate through,
-    # which the idempotent sinks absorb, while a flush per callback would cap ingest at the
-    # disk's fsync rate.
+    # Durable (the journal kept until stored), the claim and its uplink are flushed before the
+    # network is answered; otherwise losing the last few claims in a database crash only lets
+    # a duplicate through, which the idempotent sinks absorb, while a flush per callback would
+    # cap ingest at the disk's fsync rate.
     return {
         "key": key,
         "window": window_seconds,
         "device": device,
-        "commit": "on" if entry is not None else "off",
+        "commit": "on" if entry is not None and durable else "off",
         "journal": entry is not None,
         "id": entry[0] if entry is not None else "",
         "value": entry[1][1] if entry is not None else b"",
@@ -77,15 +77,16 @@ async def claim(
     window_seconds: int,
     *,
     entry: tuple[str, Message] | None = None,
+    durable: bool = True,
 ) -> bool:
     """True when this uplink is new (or its last sighting is older than the window).
 
-    ``entry`` (:func:`journal.journal_entry`): the uplink is journaled with its claim and the
-    claim is committed durably; without it, the claim is committed without waiting for the
-    WAL flush.
+    ``entry`` (:func:`journal.journal_entry`): the uplink is journaled with its claim, and with
+    ``durable`` the claim is committed waiting for the WAL flush; otherwise it is committed
+    without waiting.
     """
     device = entry[1][0] if entry is not None else ""
-    cur = await conn.execute(_CLAIM_JOURNALED, _params(key, window_seconds, device, entry))
+    cur = await conn.execute(_CLAIM_JOURNALED, _params(key, window_seconds, device, entry, durable))
     row = await cur.fetchone()
     assert row is not None
     return bool(row["claimed"])
@@ -98,10 +99,12 @@ async def claim_checking_device(
     device: str,
     *,
     entry: tuple[str, Message] | None = None,
+    durable: bool = True,
 ) -> tuple[bool, bool | None]:
     """:func:`claim`, and whether ``device`` is active (None: unknown), in one round trip;
     the uplink of an unknown or inactive device is not journaled."""
-    cur = await conn.execute(_CLAIM_CHECKING_DEVICE, _params(key, window_seconds, device, entry))
+    params = _params(key, window_seconds, device, entry, durable)
+    cur = await conn.execute(_CLAIM_CHECKING_DEVICE, params)
     row = await cur.fetchone()
     assert row is not None
     return bool(row["claimed"]), row["active"]
