@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 # The logger keeps the name it had before delivering was split into modules (log filters).
-log = logging.getLogger("services.webhooks.delivery")
+log = logging.getLogger(__name__)
 
 
 class InFlight:

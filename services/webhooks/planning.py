@@ -19,7 +19,7 @@ from services.webhooks.model import Delivery, Hook, Plan, Stored
 from services.webhooks.signing import message_id
 
 # The logger keeps the name it had before delivering was split into modules (log filters).
-log = logging.getLogger("services.webhooks.delivery")
+log = logging.getLogger(__name__)
 
 
 def read_stored(values: Iterable[bytes]) -> tuple[list[Stored], list[Message]]:
