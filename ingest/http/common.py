@@ -24,6 +24,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from api import ApiContext, ApiError, OrjsonResponse
+from ingest.http.redaction import redact_query, redact_text
 from services.platform import (
     ALL_TOPICS,
     TOPIC_DEAD_LETTER,
@@ -233,23 +234,31 @@ def count_event(source: str, kind: str) -> None:
     metrics.CALLBACK_EVENTS.labels(source, kind).inc()
 
 
+async def keep_body(ctx: ApiContext, request: Request, source: str, error: str) -> None:
+    """Keep a callback's body on ``dead-letter`` (``{"raw", "source", "query", "error"}``,
+    key empty), every credential redacted (:mod:`ingest.http.redaction`): the callback token
+    may have come in the query string. Raises ``PublishFailed`` when Kafka does not take it."""
+    raw = await request.body()  # Starlette keeps the body it read
+    secrets = (ctx.settings.token,)
+    value = {
+        "raw": redact_text(raw.decode("utf-8", "replace"), secrets=secrets),
+        "source": source,
+        "query": redact_query(str(request.url.query), secrets=secrets),
+        "error": error,
+    }
+    topic = ctx.settings.topic(TOPIC_DEAD_LETTER)
+    await ingest_publisher(ctx).publish(topic, [("", dumps(value))])
+
+
 async def keep_refused(ctx: ApiContext, request: Request, source: str, exc: ApiError) -> None:
     """Keep a body refused as malformed (400 or 422, once the token was accepted) on
-    ``dead-letter``: the answer tells the network what is wrong, and the uplink is not lost
-    (ChirpStack's HTTP integration does not retry). Best effort: with Kafka away the refusal
-    still goes out, and this is logged."""
+    ``dead-letter`` (:func:`keep_body`): the answer tells the network what is wrong, and the
+    uplink is not lost (ChirpStack's HTTP integration does not retry). Best effort: with Kafka
+    away the refusal still goes out, and this is logged."""
     if exc.status not in (400, 422):
         return
-    raw = await request.body()  # Starlette keeps the body it read
-    value = {
-        "raw": raw.decode("utf-8", "replace"),
-        "source": source,
-        "query": str(request.url.query),
-        "error": f"{exc.code}: {exc.message}",
-    }
     try:
-        topic = ctx.settings.topic(TOPIC_DEAD_LETTER)
-        await ingest_publisher(ctx).publish(topic, [("", dumps(value))])
+        await keep_body(ctx, request, source, f"{exc.code}: {exc.message}")
     except Exception as publish_exc:
         log.warning("refused %s callback could not be kept: %r", source, publish_exc)
         return

@@ -14,14 +14,17 @@ from ingest.http.common import (
     ERRORS,
     accept,
     accept_event,
+    bounded,
     check_token,
     count_event,
+    keep_body,
     keep_refused,
     pipeline_errors,
     read_json,
     reject,
     validate,
 )
+from services.platform import metrics
 from services.uplinks import chirpstack, ttn
 
 router = APIRouter(tags=["callbacks"], route_class=OrjsonRoute)
@@ -49,13 +52,24 @@ async def _ttn(request: Request, ctx: ApiContext) -> Response:
         elif kind in ttn.DOWNLINK_EVENTS:
             report = validate(ttn.TtnDownlinkReport, body, "ttn")
             count_event("ttn", kind)
-            await accept_event(ctx, report.device_event(kind), source="ttn")
+            if report.missing_device is not None:
+                await _keep_unidentified(ctx, request, report.missing_device)
+            else:
+                await accept_event(ctx, report.device_event(kind), source="ttn")
         else:
             validate(ttn.TtnOther, body, "ttn")
             count_event("ttn", kind or "unknown")
             if kind is None:
                 log.info("TTN message of an unknown type (keys: %s)", ", ".join(list(body)[:10]))
     return Response(status_code=204)
+
+
+async def _keep_unidentified(ctx: ApiContext, request: Request, reason: str) -> None:
+    # A valid message of no device of ours (a report without DevEUI): kept with the reason and
+    # answered 204, as for an unknown device; Kafka away is a 503 (TTS retries).
+    await bounded(ctx, keep_body(ctx, request, "ttn", reason))
+    reject("ttn", reason)
+    metrics.DEAD_LETTERS.labels(reason).inc()
 
 
 @router.post(

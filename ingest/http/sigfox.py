@@ -63,9 +63,10 @@ async def answer_downlink(
 
     Called by :func:`sigfox_callback` inside its error
     handling: a database error is its 503. Kafka is never waited for: the uplink and the
-    ``downlink_sent`` event leave through the outbox.
+    ``downlink_sent`` event leave through the outbox. Only for a callback with a
+    ``seqNumber`` (the answer is idempotent per (device, seqNumber)).
     """
-    if callback.seq_number > changes.MAX_SIGFOX_SEQ:
+    if callback.seq_number is not None and callback.seq_number > changes.MAX_SIGFOX_SEQ:
         raise ApiError(
             422,
             "invalid",
@@ -112,7 +113,12 @@ async def answer_downlink(
     responses={200: {"description": "a downlink"}, **ACCEPTED, **ERRORS},
 )
 async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
-    """A Sigfox data callback: 204, or 200 with the downlink when one is requested and due."""
+    """A Sigfox data callback: 204, or 200 with the downlink when one is requested and due.
+
+    A downlink request without ``seqNumber`` gets no downlink (204; its uplink is accepted as
+    any other): a downlink's answer and its Orbit bookkeeping are kept per (device,
+    seqNumber), so that a retried request gets the same frame; without one, a retry could
+    get a second downlink. The device's queue waits for its next request."""
     check_source(request, ctx.settings.sigfox_allowed_sources, "sigfox")
     check_token(request, ctx.settings.token, "sigfox")
     try:
@@ -122,7 +128,7 @@ async def sigfox_callback(request: Request, ctx: ContextDep) -> Any:
         raise
     envelope = callback.envelope()
     async with pipeline_errors("sigfox"):
-        if callback.ack:
+        if callback.ack and callback.seq_number is not None:
             try:
                 return await answer_downlink(ctx, callback, envelope)
             except DeviceUnavailable:

@@ -48,6 +48,9 @@ def validate_new_device(device_id: str, model: str) -> tuple[str, str]:
     canonical = canonical_id(device_id.strip(), network)
     if canonical.lower() in RESERVED_IDS:
         raise InvalidDevice(f"{canonical!r} is reserved")
+    if canonical and not canonical.strip("."):
+        # `/v1/devices/..` is another path to every client or proxy that normalises paths.
+        raise InvalidDevice("device id must not be made only of dots ('.', '..', ...)")
     pattern = _HEX_ID.get(network, _MQTT_ID)
     if not pattern.fullmatch(canonical):
         what = {

@@ -17,6 +17,8 @@ class SigfoxCallback(BaseModel):
 
     ``device`` and ``data`` must be hex (``data`` 0..12 bytes); ``time`` is Unix seconds;
     ``station``, ``rssi``, ``snr``, ``deviceTypeId`` are optional; ``longPolling`` is ignored.
+    ``seqNumber`` is optional too: some templates in the wild send only ``device``, ``time``
+    and ``data`` (see :attr:`dedup_key`).
     """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -24,7 +26,7 @@ class SigfoxCallback(BaseModel):
     device: str = Field(min_length=1, max_length=8)
     time: int = Field(ge=0, lt=2**32)
     data: str = Field(default="", max_length=24)
-    seq_number: int = Field(alias="seqNumber", ge=0, lt=2**32)
+    seq_number: int | None = Field(default=None, alias="seqNumber", ge=0, lt=2**32)
     ack: bool = False
     station: str | None = Field(default=None, max_length=64)
     rssi: float | None = Field(default=None, allow_inf_nan=False)
@@ -47,7 +49,7 @@ class SigfoxCallback(BaseModel):
 
     def envelope(self) -> UplinkEnvelope:
         """The raw envelope published on ``uplinks``; ``received`` is the network time."""
-        meta: dict[str, Any] = {"seq": self.seq_number}
+        meta: dict[str, Any] = {} if self.seq_number is None else {"seq": self.seq_number}
         for key in ("station", "rssi", "snr"):
             value = getattr(self, key)
             if value is not None:
@@ -65,7 +67,15 @@ class SigfoxCallback(BaseModel):
 
     @property
     def dedup_key(self) -> str:
-        """Sigfox identifies an uplink by (device, seqNumber)."""
+        """Sigfox identifies an uplink by (device, seqNumber): ``sigfox:{device}:{seq}``.
+
+        Without ``seqNumber``, by (device, time, data): ``sigfox:{device}:at:{time}:{data}``.
+        Every copy of one callback (the network's retries) carries the same network time; a
+        device cannot send two frames within one second (a frame's radio transmission, with
+        its repetitions, takes longer), so two distinct uplinks never share the key.
+        """
+        if self.seq_number is None:
+            return f"sigfox:{self.device}:at:{self.time}:{self.data}"
         return f"sigfox:{self.device}:{self.seq_number}"
 
 

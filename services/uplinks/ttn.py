@@ -56,7 +56,7 @@ class ApplicationIds(_Model):
 class EndDeviceIds(_Model):
     device_id: str = Field(min_length=1, max_length=128)
     dev_eui: str | None = None
-    dev_addr: str | None = None
+    dev_addr: str | None = Field(default=None, max_length=64)
     application_ids: ApplicationIds | None = None
 
     @field_validator("dev_eui")
@@ -169,9 +169,13 @@ class TtnUplink(_NeedsDevEui):
 
     @property
     def dedup_key(self) -> str:
-        """(DevEUI, f_cnt) — and the session, so that a rejoin's f_cnt 0 is not a duplicate."""
-        session = self.uplink_message.session_key_id or ""
-        return f"lorawan:{self.device()}:{session}:{self.uplink_message.f_cnt}"
+        """(DevEUI, f_cnt) and the session, so that a rejoin's f_cnt 0 is not a duplicate:
+        ``session_key_id``; without it (older stacks, some forwarders) the DevAddr, which a
+        join changes (``dev_addr=...``); the frame counter alone only when neither is sent."""
+        session = self.uplink_message.session_key_id
+        if not session and self.end_device_ids.dev_addr:
+            session = f"dev_addr={self.end_device_ids.dev_addr.upper()}"
+        return f"lorawan:{self.device()}:{session or ''}:{self.uplink_message.f_cnt}"
 
 
 class ErrorDetails(_Model):
@@ -203,8 +207,13 @@ class QueueInvalidated(_Model):
     last_f_cnt_down: int | None = Field(default=None, ge=0, lt=2**32)
 
 
-class TtnDownlinkReport(_NeedsDevEui):
-    """``downlink_ack``/``nack``/``sent``/``failed``/``queued``/``queue_invalidated``."""
+class TtnDownlinkReport(_Message):
+    """``downlink_ack``/``nack``/``sent``/``failed``/``queued``/``queue_invalidated``.
+
+    TTS sends some of them (``downlink_failed``, for one) for a device identified by its
+    ``device_id`` alone: such a report is still a valid message (a 4xx would make TTS count
+    failed deliveries, and at last disable the webhook for every device), but it has no
+    device of the pipeline's (:attr:`missing_device`)."""
 
     downlink_ack: ApplicationDownlink | None = None
     downlink_nack: ApplicationDownlink | None = None
@@ -213,8 +222,15 @@ class TtnDownlinkReport(_NeedsDevEui):
     downlink_failed: DownlinkFailed | None = None
     downlink_queue_invalidated: QueueInvalidated | None = None
 
+    @property
+    def missing_device(self) -> str | None:
+        """``missing_dev_eui`` when the report names no DevEUI (keep it on ``dead-letter``
+        with that reason), else None (:meth:`device_event`)."""
+        return "missing_dev_eui" if self.end_device_ids.dev_eui is None else None
+
     def device_event(self, kind: str) -> DeviceEvent:
-        """The device event of this report (``kind`` is its TTS message type)."""
+        """The device event of this report (``kind`` is its TTS message type); only for a
+        report that names its DevEUI (:attr:`missing_device` is None)."""
         data: dict[str, Any] = {"source": "ttn"}
         report = getattr(self, kind)
         if isinstance(report, ApplicationDownlink):

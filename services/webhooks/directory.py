@@ -1,5 +1,13 @@
 """The delivery worker's directory of webhooks: device -> active webhooks, cached for a few
-seconds (a batch costs at most one query), and which webhooks are failing.
+seconds, and which webhooks are failing.
+
+The cache is invalidated through the database: the ``webhook_directory`` row's generation moves
+with every change that can change where a device's points go (a webhook registered, deleted,
+disabled or edited, a device deleted or given to another owner: triggers of
+``migrations/0010_webhook_directory.sql``, in the change's own transaction). Each lookup reads
+it first and drops the whole cache when it moved, so a change committed before a point was
+stored is in effect for that point, in every worker. A batch costs one small read, plus one
+query for the devices not cached.
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ FROM webhooks w JOIN ({CURRENT_OWNERS}) d ON d.id = w.device AND d.owner_id = w.
 WHERE w.device = ANY(%s) AND w.disabled_at IS NULL
 ORDER BY w.id
 """  # noqa: S608 (a fixed fragment, no input)
+_GENERATION = "SELECT generation FROM webhook_directory"
 
 
 class WebhookDirectory:
-    """The worker's cache of device -> active webhooks (``ttl`` seconds; devices without any
-    included), and of which webhooks are failing: a batch costs at most one query.
+    """The worker's cache of device -> active webhooks (``ttl`` seconds at most; devices
+    without any included), and of which webhooks are failing: a batch costs one read of the
+    generation, and one query when a device is not cached.
 
     ``failing`` holds the webhooks whose last known attempt failed: from the database when an
     entry is loaded, then from this process's own attempts (:meth:`note`).
@@ -33,10 +43,20 @@ class WebhookDirectory:
         self._ttl = ttl
         self._max_entries = max_entries
         self._entries: dict[str, tuple[float, tuple[Hook, ...]]] = {}
+        self._generation: int | None = None
         self.failing: set[int] = set()
 
     async def lookup(self, conn: Conn, devices: Iterable[str]) -> dict[str, tuple[Hook, ...]]:
-        """The active webhooks of each device, from the cache or one query."""
+        """The active webhooks of each device, as of this call: the cache holds only what no
+        change committed before this call has touched."""
+        # Read before the webhooks: a change committed in between is loaded with the old
+        # generation, and dropped again by the next lookup (never the other way round).
+        cur = await conn.execute(_GENERATION)
+        row = await cur.fetchone()
+        generation = None if row is None else int(row["generation"])
+        if generation is None or generation != self._generation:
+            self._entries.clear()
+            self._generation = generation
         now = time.monotonic()
         found: dict[str, tuple[Hook, ...]] = {}
         missing: list[str] = []

@@ -410,6 +410,34 @@ async def _async(value: Any) -> Any:
     return value
 
 
+async def test_a_device_deleted_and_registered_by_another_tenant_feeds_only_the_new_owner(
+    stack: Stack, owner: Account, receiver: Receiver
+) -> None:
+    """Issue #19: the worker cached the device's webhooks for 5 s, so the new owner's points
+    went to the former owner's receiver, signed with the former owner's secret."""
+    device = await new_device(stack, owner)
+    await add_webhook(stack, owner, device, f"{receiver.base}/ok/old-{device}")
+    first = await uplink(stack, device, frame(2001), 1_700_000_000)
+    await eventually(
+        lambda: _async(len(receiver.at(f"/ok/old-{device}")) >= len(first) or None), timeout=15
+    )
+    # At once, well within the worker's cache TTL: deleted, registered by another tenant.
+    gone = await stack.client.delete(f"/v1/devices/{device}", headers=owner.headers)
+    assert gone.status_code == 204, gone.text
+    assert stack.settings.database_url
+    other = await make_account(stack.settings.database_url, f"new-{uuid.uuid4().hex[:6]}")
+    again = await stack.client.post(
+        "/v1/devices", json={"id": device, "model": "orbit-t"}, headers=other.headers
+    )
+    assert again.status_code == 201, again.text
+    hook = await add_webhook(stack, other, device, f"{receiver.base}/ok/new-{device}")
+    second = await uplink(stack, device, frame(2002), 1_700_003_600)
+    got = await eventually(lambda: _async(receiver.at(f"/ok/new-{device}") or None), timeout=15)
+    assert [verified(r, hook["secret"]) for r in got] == second
+    await asyncio.sleep(0.5)
+    assert len(receiver.at(f"/ok/old-{device}")) == len(first)
+
+
 async def test_a_hanging_receiver_holds_up_no_other(
     stack: Stack, owner: Account, receiver: Receiver
 ) -> None:

@@ -92,6 +92,22 @@ async def test_invalid_devices_are_422(api: Api, integrator: Account) -> None:
         assert answer.json()["error"]["code"] in ("invalid_device", "invalid")
 
 
+async def test_ids_made_only_of_dots_are_422_naming_the_rule(api: Api, integrator: Account) -> None:
+    """Issue #19: clients and proxies that normalise paths cannot address ``/v1/devices/..``."""
+    for device_id in (".", "..", "..."):
+        answer = await api.client.post(
+            "/v1/devices", json={"id": device_id, "model": "json"}, headers=integrator.headers
+        )
+        assert answer.status_code == 422, (device_id, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_device"
+        assert "only of dots" in error["message"]
+    dotted = await api.client.post(
+        "/v1/devices", json={"id": "..a", "model": "json"}, headers=integrator.headers
+    )
+    assert dotted.status_code == 201, dotted.text
+
+
 async def test_integrator_gives_and_moves_devices_between_its_users(
     api: Api, integrator: Account
 ) -> None:

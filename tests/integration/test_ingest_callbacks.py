@@ -369,7 +369,8 @@ def test_invalid_json_is_400(ingest: Ingest, path: str, name: str, params: dict[
 @pytest.mark.parametrize(
     ("path", "params", "body", "field"),
     [
-        ("/callbacks/sigfox", {}, {"device": "1A2B3C", "time": 1700000000}, "seqNumber"),
+        ("/callbacks/sigfox", {}, {"device": "1A2B3C", "seqNumber": 1}, "time"),
+        ("/callbacks/sigfox", {}, {**sample("sigfox-uplink.json"), "seqNumber": -1}, "seqNumber"),
         ("/callbacks/sigfox", {}, {**sample("sigfox-uplink.json"), "data": "0g"}, "data"),
         ("/callbacks/sigfox", {}, {**sample("sigfox-uplink.json"), "data": "010"}, "data"),
         ("/callbacks/sigfox", {}, {**sample("sigfox-uplink.json"), "device": "XYZ"}, "device"),
@@ -454,6 +455,45 @@ def test_refused_bodies_are_kept_on_dead_letter(ingest: Ingest) -> None:
     assert not any('"x": 1' in v["raw"] or '"x":1' in v["raw"] for v in kept)
 
 
+def test_credentials_never_reach_dead_letter(ingest: Ingest) -> None:
+    """Issue #19: a refused callback authenticated by ``?token=`` was kept with its query string
+    verbatim, so whoever reads ``dead-letter`` could forge uplinks for every device."""
+    marker = uuid.uuid4().hex
+    token = ingest.settings.token
+    secrets = {
+        "apikey": f"k1{marker}",
+        "api_key": f"k2{marker}",
+        "password": f"k3{marker}",
+        "access_token": f"k4{marker}",
+        "Secret": f"k5{marker}",
+    }
+    params = {"token": token, **secrets, "x": "1"}
+    refused = [
+        ("/callbacks/sigfox", {}, {**sample("sigfox-uplink.json"), "data": "0g", "m": marker}),
+        ("/callbacks/chirpstack", {}, {**sample("chirpstack-up.json"), "m": marker}),
+        ("/callbacks/chirpstack", {"event": "up"}, {"m": marker, "note": token}),
+        ("/callbacks/ttn", {}, {**_ttn(), "received_at": "yesterday", "m": marker}),
+    ]
+    for path, extra, body in refused:
+        answer = ingest.post(path, body, token="", params={**extra, **params})
+        assert answer.status_code in (400, 422), answer.text
+        assert token not in answer.text
+        assert not any(value in answer.text for value in secrets.values())
+    kept = wait_for_messages(
+        ingest.kafka,
+        ingest.topic("dead-letter"),
+        lambda v: marker in v.get("raw", ""),
+        count=len(refused),
+    )
+    for value in kept:
+        text = json.dumps(value)
+        assert token not in text, value
+        assert not any(secret in text for secret in secrets.values()), value
+        assert "x=1" in value["query"]  # the rest of the query is kept, for the operator
+        assert "token=redacted" in value["query"]
+        check_schema("dead-letter", value)
+
+
 def test_body_over_the_limit_is_413(ingest: Ingest) -> None:
     big = {**sample("sigfox-uplink.json"), "padding": "x" * (64 * 1024)}
     for path, params in (("/callbacks/sigfox", {}), ("/callbacks/chirpstack", {"event": "up"})):
@@ -535,6 +575,83 @@ def test_a_frame_after_the_window_is_new(ingest: Ingest) -> None:
         lambda v: v["source"] == "sigfox" and v["meta"].get("seq") == 105,
         count=2,
     )
+
+
+# -- real bodies without a usual field (issue #19) ------------------------------------------
+
+
+def test_a_ttn_rejoin_without_session_key_id_is_not_a_duplicate(ingest: Ingest) -> None:
+    """Without ``session_key_id`` the key was (DevEUI, f_cnt): after a rejoin (f_cnt 0 again,
+    a new DevAddr) the new uplink was thrown away as a duplicate of the old session's."""
+    before, after = (f"{uuid.uuid4().int % 2**32:08X}" for _ in range(2))
+    for dev_addr in (before, after, after):  # the last one: a real duplicate
+        body = _ttn(f_cnt=0)
+        del body["uplink_message"]["session_key_id"]
+        body["end_device_ids"] = {**body["end_device_ids"], "dev_addr": dev_addr}
+        answer = ingest.post("/callbacks/ttn", body)
+        assert answer.status_code == 204, answer.text
+    seen = wait_for_messages(
+        ingest.kafka,
+        ingest.topic("uplinks"),
+        lambda v: v["device"] == TTN_EUI and v["meta"].get("dev_addr") in (before, after),
+        count=2,
+    )
+    assert sorted(v["meta"]["dev_addr"] for v in seen) == sorted([before, after])
+
+
+def test_a_ttn_downlink_report_without_dev_eui_is_kept_on_dead_letter(ingest: Ingest) -> None:
+    """TTS sends some downlink events (failed, for example) for a device known by its
+    ``device_id`` alone: a 422 made TTS count failures and at last disable the webhook."""
+    marker = uuid.uuid4().hex
+    report = {
+        "end_device_ids": {"device_id": "abp-node-7", "application_ids": {"application_id": "a"}},
+        "correlation_ids": [f"as:downlink:{marker}"],
+        "received_at": "2023-11-14T22:20:00Z",
+        "downlink_failed": {
+            "downlink": TTN_DOWNLINK,
+            "error": {"namespace": "pkg/networkserver", "name": "device_not_found"},
+        },
+    }
+    answer = ingest.post("/callbacks/ttn", report)
+    assert answer.status_code == 204, answer.text
+    [kept] = wait_for_messages(
+        ingest.kafka, ingest.topic("dead-letter"), lambda v: marker in v.get("raw", "")
+    )
+    assert kept["error"] == "missing_dev_eui"
+    assert kept["source"] == "ttn"
+    assert json.loads(kept["raw"]) == report
+    check_schema("dead-letter", kept)
+    # What is not a TTS message at all is still refused.
+    for body in ({"downlink_failed": {}}, {"end_device_ids": [], "downlink_failed": {}}):
+        assert ingest.post("/callbacks/ttn", body).status_code == 422
+
+
+def test_a_sigfox_callback_without_seq_number_is_accepted_once(ingest: Ingest) -> None:
+    """Some Sigfox templates send only ``device``, ``time`` and ``data``: deduplicated on the
+    three of them; a downlink request without ``seqNumber`` gets no downlink (204)."""
+    when = 1_700_100_000 + uuid.uuid4().int % 1_000_000
+    body = {"device": SIGFOX, "time": when, "data": "010f08fc0906"}
+    for sent in (body, body, {**body, "data": "010f08fc0907"}, {**body, "time": when + 1}):
+        answer = ingest.post("/callbacks/sigfox", sent)
+        assert answer.status_code == 204, answer.text
+    request = {**body, "time": when + 2, "ack": True}
+    answer = ingest.post("/callbacks/sigfox", request)
+    assert answer.status_code == 204, answer.text
+    seen = wait_for_messages(
+        ingest.kafka,
+        ingest.topic("uplinks"),
+        lambda v: v["device"] == SIGFOX and when <= v["received"] <= when + 2,
+        count=4,
+    )
+    assert sorted((v["received"], v["payload_hex"]) for v in seen) == [
+        (when, "010f08fc0906"),
+        (when, "010f08fc0907"),
+        (when + 1, "010f08fc0906"),
+        (when + 2, "010f08fc0906"),
+    ]
+    assert not any("seq" in v["meta"] for v in seen)
+    for value in seen:
+        check_schema("uplinks", value)
 
 
 # -- unknown and deactivated devices ----------------------------------------------------------

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
 
+from services.devices import store as devices_store
 from services.platform.db import open_pool
 from services.platform.events import TOPIC_DEAD_LETTER, dumps
 from services.platform.kafka import KafkaPublisher, ensure_topics
@@ -188,9 +189,14 @@ async def test_the_directory_caches_and_sees_only_the_current_owners_active_webh
     found = await directory.lookup(conn, {dev, lonely, "NOPE"})
     assert found == {dev: (a, b), lonely: (), "NOPE": ()}
     assert directory.failing == {b.id}
-    # Cached: a change is not seen before the TTL.
-    await conn.execute("UPDATE webhooks SET disabled_at = now() WHERE id = %s", (a.id,))
+    # Cached: the worker's own writes of a webhook's health do not reload it (b's failures
+    # reset here are not seen before the TTL).
+    await conn.execute("UPDATE webhooks SET consecutive_failures = 0 WHERE id = %s", (b.id,))
     assert (await directory.lookup(conn, {dev}))[dev] == (a, b)
+    assert directory.failing == {b.id}
+    # A webhook disabled (by another worker) is seen at once.
+    await conn.execute("UPDATE webhooks SET disabled_at = now() WHERE id = %s", (a.id,))
+    assert (await directory.lookup(conn, {dev}))[dev] == (b,)
     # Without a TTL, the database says: disabled webhooks and a former owner's are left out.
     fresh = WebhookDirectory(ttl=0)
     assert (await fresh.lookup(conn, {dev}))[dev] == (b,)
@@ -200,6 +206,41 @@ async def test_the_directory_caches_and_sees_only_the_current_owners_active_webh
     # A disabled webhook noted by the worker drops the device's entry at once.
     directory.note(Settlement(), disabled=[(a.id, dev)])
     assert (await directory.lookup(conn, {dev}))[dev] == ()
+
+
+async def test_a_delete_an_owner_change_or_a_removal_reaches_every_workers_cache_at_once(
+    conn: Conn, migrated_url: str
+) -> None:
+    """Issue #19: with the webhooks cached for the TTL, a device deleted and registered again by
+    another tenant had the new owner's points POSTed to the former owner's receiver, signed
+    with the former owner's secret. A change made through the API (its own connection) is seen
+    by every worker's next lookup, however long their TTL."""
+    owner, other = await user(conn), await user(conn)
+    removed_from, moved, deleted = [await device(conn, owner) for _ in range(3)]
+    removed = await webhook(conn, removed_from, owner, "https://r.example/removed")
+    kept = await webhook(conn, removed_from, owner, "https://r.example/kept")
+    moved_hook = await webhook(conn, moved, owner)
+    old = await webhook(conn, deleted, owner)
+    everything = {removed_from, moved, deleted}
+    workers = [WebhookDirectory(ttl=3600), WebhookDirectory(ttl=3600)]
+    for worker in workers:
+        assert await worker.lookup(conn, everything) == {
+            removed_from: (removed, kept),
+            moved: (moved_hook,),
+            deleted: (old,),
+        }
+    async with await connect(migrated_url) as api:
+        assert await delete_webhook(api, webhook_id=removed.id, device=removed_from, owner_id=owner)
+        await devices_store.update_device(api, moved, owner_id=other)
+        await devices_store.delete_device(api, deleted)
+        await device(api, other, deleted)  # registered again, by another tenant
+        new = await webhook(api, deleted, other, "https://r.example/new")
+    for worker in workers:
+        assert await worker.lookup(conn, everything) == {
+            removed_from: (kept,),
+            moved: (),
+            deleted: (new,),
+        }
 
 
 # --- The retry queue ----------------------------------------------------------------------------
