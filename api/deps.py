@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from psycopg import AsyncConnection
 from pydantic import AfterValidator
 
@@ -115,3 +115,19 @@ def _storable(value: str) -> str:
 
 #: Free text that will be stored (names, descriptions).
 StorableText = Annotated[str, AfterValidator(_storable)]
+
+
+# --- The account's own objects (profile, fleets, places) --------------------------------------
+
+
+def must_manage_account(principal: Principal, what: str) -> None:
+    """403 ``account_owner_only`` unless the principal is its account's own user (the
+    integrator, or a standalone user): an integrator's user reads ``what`` but never changes it."""
+    if principal.user_id != principal.account_id:
+        raise ApiError(
+            403, "account_owner_only", f"Only the account's integrator changes its {what}."
+        )
+
+
+#: The id of a fleet or a place in a path (a PostgreSQL bigint: larger is 422, never a 500).
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]

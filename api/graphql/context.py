@@ -1,14 +1,16 @@
-"""What every GraphQL resolver gets (the request's principal, connection and services) and the
-one error a client may see (:class:`Refused`: a code and a message, never internals)."""
+"""What every GraphQL resolver gets (the request's principal, connection, services and batched
+loads) and the one error a client may see (:class:`Refused`: a code and a message, never
+internals)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from strawberry.types import Info
 
 from api.context import ApiContext, ApiServices
 from api.deps import Conn
+from api.graphql.loaders import Loaders
 from services.accounts import Principal
 
 
@@ -26,6 +28,10 @@ class Context:
     conn: Conn
     ctx: ApiContext
     services: ApiServices
+    loaders: Loaders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self.conn, self.principal)
 
 
 def need(info: Info[Context, None], scope: str) -> Context:

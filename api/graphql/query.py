@@ -1,13 +1,15 @@
 # mypy: disable-error-code="untyped-decorator"
-"""The GraphQL query root: the key's account, the integrator's users, the visible devices."""
+"""The GraphQL query root: the key's account (with its fleets and places), the integrator's
+users, the visible devices."""
 
 from __future__ import annotations
 
 import strawberry
 from strawberry.types import Info
 
+from api.graphql.account import Account
 from api.graphql.context import Context, need
-from api.graphql.types import Account, Device, User, device_from_row
+from api.graphql.types import Device, User, device_from_row
 from services.accounts import users as accounts
 from services.devices import store as devices_store
 from services.devices import visible_device
@@ -15,11 +17,14 @@ from services.devices import visible_device
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="The key's user and its account's limits")
+    @strawberry.field(
+        description="The key's user, its account's limits, profile, fleets and places"
+    )
     def account(self, info: Info[Context, None]) -> Account:
         context = info.context
         p, settings = context.principal, context.ctx.settings
         return Account(
+            id=p.account_id,
             username=p.username,
             integrator=p.is_integrator,
             scopes=sorted(p.scopes),

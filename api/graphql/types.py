@@ -1,6 +1,7 @@
 # mypy: disable-error-code="untyped-decorator"
 """The GraphQL object types: devices (with their readings, state and Orbit parameters resolved
-on demand, each under its scope), users, the account, a command's result."""
+on demand, each under its scope), users, a command's result. The account, its fleets and
+places are :mod:`api.graphql.account`'s."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from strawberry.types import Info
 from api.graphql.context import Context, need
 from services.devices import export
 from services.orbit import store as orbit_store
-from services.readings import latest_state, points
+from services.readings import latest_state
 
 ORBIT_MODELS = frozenset({"orbit-t", "orbit-th", "orbit-lite"})
 
@@ -41,11 +42,11 @@ class Device:
 
     @strawberry.field(description="The latest point of each metric [readdata]")
     async def readings(self, info: Info[Context, None]) -> list[Reading]:
-        context = need(info, "readdata")
-        return [
-            Reading(device=p.device, time=p.time, metric=p.metric, value=p.value, unit=p.unit)
-            for p in await points.latest_points(context.conn, self.id)
-        ]
+        return await _latest(info, self.id)
+
+    @strawberry.field(description="The latest point of each metric, as `readings` [readdata]")
+    async def latest(self, info: Info[Context, None]) -> list[Reading]:
+        return await _latest(info, self.id)
 
     @strawberry.field(description="The latest relay-controller state report [readdata]")
     async def state(self, info: Info[Context, None]) -> JSON | None:
@@ -61,6 +62,15 @@ class Device:
         return JSON(await orbit_store.orbit_view(context.conn, self.id, time.time()))
 
 
+async def _latest(info: Info[Context, None], device: str) -> list[Reading]:
+    # Batched: the devices of one query (a fleet's assets, every device) load in one statement.
+    context = need(info, "readdata")
+    return [
+        Reading(device=p.device, time=p.time, metric=p.metric, value=p.value, unit=p.unit)
+        for p in await context.loaders.latest.load(device)
+    ]
+
+
 def device_from_row(row: dict[str, Any]) -> Device:
     """The GraphQL device of a ``devices`` row."""
     return Device(**export.device_body(row))
@@ -72,15 +82,6 @@ class User:
     integrator: bool
     parent: str | None
     created: int
-
-
-@strawberry.type
-class Account:
-    username: str
-    integrator: bool
-    scopes: list[str]
-    rate_per_minute: int
-    rate_per_day: int
 
 
 @strawberry.type

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from api.aggregation import Bucket, Fn, From, To, metrics_of
 from api.deps import ConnDep, ReadData, ReadDev, StorableText, device_or_404
 from api.errors import ApiError
 from api.routing import OrjsonRoute
@@ -37,10 +38,6 @@ class DataPage(BaseModel):
     next: str | None
 
 
-def _metrics(metric: str | None) -> list[str] | None:
-    return [m for m in metric.split(",") if m] if metric else None
-
-
 @router.get("/{device_id}/data", response_model=DataPage)
 async def get_data(
     device_id: str,
@@ -61,7 +58,7 @@ async def get_data(
             row["id"],
             start=from_,
             end=to,
-            metrics=_metrics(metric),
+            metrics=metrics_of(metric),
             limit=limit,
             cursor=cursor,
             order=order,
@@ -76,16 +73,22 @@ async def get_aggregate(
     device_id: str,
     principal: ReadData,
     conn: ConnDep,
-    bucket: Annotated[int, Query(ge=60, le=366 * 86400)],
-    fn: Literal["avg", "min", "max", "count"] = "avg",
-    from_: Annotated[float | None, Query(alias="from", ge=0, le=32_503_680_000)] = None,
-    to: Timestamp = None,
+    bucket: Bucket,
+    fn: Fn = "avg",
+    from_: From = None,
+    to: To = None,
     metric: StorableText | None = None,
 ) -> Any:
     """Aggregates per time bucket (seconds), from the continuous aggregates where possible."""
     row = await device_or_404(conn, device_id, principal)
     rows = await aggregate_points(
-        conn, row["id"], start=from_, end=to, metrics=_metrics(metric), bucket_seconds=bucket, fn=fn
+        conn,
+        row["id"],
+        start=from_,
+        end=to,
+        metrics=metrics_of(metric),
+        bucket_seconds=bucket,
+        fn=fn,
     )
     return {"data": rows, "bucket": bucket, "fn": fn}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from api.deps import (
@@ -16,11 +16,13 @@ from api.deps import (
     device_or_404,
 )
 from api.errors import ApiError
+from api.groupings import fleet_or_404, place_or_404
 from api.openapi import error_responses
 from api.routing import OrjsonRoute
 from services.accounts import Principal
 from services.devices import access, export, ids
 from services.devices import store as devices_store
+from services.fleets import fleet_store, stays
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], route_class=OrjsonRoute)
 
@@ -80,10 +82,26 @@ async def create_device(body: DeviceIn, principal: WriteDev, conn: ConnDep) -> A
     return export.device_body(row)
 
 
-@router.get("", response_model=list[DeviceOut])
-async def list_devices(principal: ReadDev, conn: ConnDep) -> Any:
-    """Every device the caller may see."""
-    return [export.device_body(row) for row in await devices_store.list_devices(conn, principal)]
+@router.get("", response_model=list[DeviceOut], responses=error_responses(404))
+async def list_devices(
+    principal: ReadDev,
+    conn: ConnDep,
+    fleet: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="only this fleet's")] = None,
+    place: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="only those there now")
+    ] = None,
+) -> Any:
+    """Every device the caller may see (in a fleet, at a place: the filters combine)."""
+    rows = await devices_store.list_devices(conn, principal)
+    if fleet is not None:
+        await fleet_or_404(conn, fleet, principal)
+        kept = set((await fleet_store.members(conn, [fleet]))[fleet])
+        rows = [row for row in rows if row["id"] in kept]
+    if place is not None:
+        await place_or_404(conn, place, principal)
+        there = set((await stays.present(conn, [place]))[place])
+        rows = [row for row in rows if row["id"] in there]
+    return [export.device_body(row) for row in rows]
 
 
 # Declared before "/{device_id}", which would otherwise take "export.csv" for an id.

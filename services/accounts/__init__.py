@@ -1,8 +1,9 @@
-"""Users, integrators and their accounts: API keys and scopes, the keys' ``last_used``, and the
-usage figures per user and day."""
+"""Users, integrators and their accounts: API keys and scopes, the keys' ``last_used``, the
+usage figures per user and day, and the account's profile (name, contact, country)."""
 
-from services.accounts import keys, usage, users
+from services.accounts import keys, profile, usage, users
 from services.accounts.admin import admin_key
+from services.accounts.countries import country_code
 from services.accounts.keys import (
     Principal,
     create_user,
@@ -12,6 +13,7 @@ from services.accounts.keys import (
     store_key,
 )
 from services.accounts.last_used import LastUsed
+from services.accounts.profile import Profile
 from services.accounts.scopes import PRESETS, SCOPES, InvalidScopes, expand_scopes
 from services.accounts.users import USERNAME
 
@@ -20,15 +22,18 @@ __all__ = [
     "LastUsed",
     "PRESETS",
     "Principal",
+    "Profile",
     "SCOPES",
     "USERNAME",
     "admin_key",
+    "country_code",
     "create_user",
     "expand_scopes",
     "find_principal",
     "generate_key",
     "hash_key",
     "keys",
+    "profile",
     "store_key",
     "usage",
     "users",

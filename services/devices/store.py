@@ -28,6 +28,11 @@ CURRENT_OWNERS = "SELECT id, owner_id FROM devices"
 #: scalar subquery, NULL). For a statement that checks the device in its own round trip.
 ACTIVE_BY_ID = "SELECT active FROM devices WHERE id = %(device)s"
 
+#: Keeps the device ``%(device)s`` from being deleted until the transaction ends (one row, or
+#: none for an unknown device): for a table that writes about a device without a foreign key to
+#: it (a deletion waits, then sees what was written).
+HOLD_BY_ID = "SELECT id FROM devices WHERE id = %(device)s FOR KEY SHARE"
+
 
 class DeviceInUse(ValueError):
     """The device is still referred to by data that prevents its deletion."""

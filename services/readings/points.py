@@ -75,3 +75,22 @@ async def latest_points(conn: AsyncConnection[Any], device: str) -> list[DataPoi
         (device,),
     )
     return [DataPoint(r[0], unix(r[1]), r[2], float(r[3]), r[4]) for r in rows]
+
+
+async def latest_points_of(
+    conn: AsyncConnection[Any], devices: Sequence[str]
+) -> dict[str, list[DataPoint]]:
+    """:func:`latest_points` of each of ``devices`` in one statement (a device without points
+    maps to an empty list)."""
+    found: dict[str, list[DataPoint]] = {device: [] for device in devices}
+    if not found:
+        return found
+    rows = await fetchall(
+        conn,
+        "SELECT device, time, metric, value, unit FROM device_latest"
+        " WHERE device = ANY(%s) ORDER BY device, metric",
+        (list(found),),
+    )
+    for r in rows:
+        found[r[0]].append(DataPoint(r[0], unix(r[1]), r[2], float(r[3]), r[4]))
+    return found

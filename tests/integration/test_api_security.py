@@ -28,6 +28,12 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/devices/{device_id}/downlinks"): {"port": 1, "payload_hex": "00"},
     ("POST", "/v1/devices/{device_id}/webhooks"): {"url": "https://example.com/hook"},
     ("POST", "/v1/orbit/dev/{device_id}"): {"params": {"sample_interval": 30}},
+    ("PATCH", "/v1/account"): {"name": "walk"},
+    ("POST", "/v1/fleets"): {"name": "walk"},
+    ("PATCH", "/v1/fleets/{fleet_id}"): {"name": "taken"},
+    ("POST", "/v1/places"): {"name": "walk", "type": "site"},
+    ("PATCH", "/v1/places/{place_id}"): {"name": "taken"},
+    ("PUT", "/v1/devices/{device_id}/place"): {"place": None},
     ("POST", "/graphql"): {"query": "{ devices { id } }"},
 }
 #: Values for required query parameters.
@@ -88,6 +94,8 @@ class World:
     b: Account  # another hierarchy
     b_device: str
     b_user: str
+    b_fleet: int  # with b_device in it
+    b_place: int  # b_device is there
     lacking: dict[str, str]  # scope -> a key of A with every scope but that one
 
 
@@ -108,21 +116,44 @@ async def world(
             headers=b.headers,
         )
         assert created.status_code == 201, created.text
+        fleet = await api.client.post(
+            "/v1/fleets", json={"name": "tenant-b fleet"}, headers=b.headers
+        )
+        place = await api.client.post(
+            "/v1/places", json={"name": "tenant-b place", "type": "site"}, headers=b.headers
+        )
+        b_fleet, b_place = fleet.json()["id"], place.json()["id"]
+        for method, path, body in (
+            ("PUT", f"/v1/fleets/{b_fleet}/devices/b-secret-device", None),
+            ("PUT", "/v1/devices/b-secret-device/place", {"place": b_place}),
+        ):
+            done = await api.client.request(method, path, json=body, headers=b.headers)
+            assert done.status_code == 200, done.text
         lacking = {
             scope: await add_key(
                 api.database_url, a, f"no-{scope}", tuple(s for s in SCOPES if s != scope)
             )
             for scope in SCOPES
         }
-        yield World(api, a, b, "b-secret-device", b_user.username, lacking)
+        yield World(api, a, b, "b-secret-device", b_user.username, b_fleet, b_place, lacking)
 
 
-def _path(case: Case, world: World, *, device: str | None = None) -> str:
-    values = {}
+#: Ids that exist nowhere, for the paths of :func:`_path` with ``nowhere=True``.
+NOWHERE = {"device_id": "NO-SUCH-DEVICE", "fleet_id": 987654321, "place_id": 987654321}
+
+
+def _path(case: Case, world: World, *, nowhere: bool = False) -> str:
+    values: dict[str, Any] = {}
     for param in case.route.dependant.path_params:
         name = param.name
-        if name in ("device_id", "id"):
-            values[name] = device or world.b_device
+        if nowhere and name in NOWHERE:
+            values[name] = NOWHERE[name]
+        elif name in ("device_id", "id"):
+            values[name] = world.b_device
+        elif name == "fleet_id":
+            values[name] = world.b_fleet
+        elif name == "place_id":
+            values[name] = world.b_place
         elif name == "username":
             values[name] = world.b_user
         elif name == "name":
@@ -187,10 +218,8 @@ async def test_another_hierarchy_is_404_like_nothing(world: World) -> None:
         expected = {404} if known_body else {404, 422}
         assert theirs.status_code in expected, (case.method, case.template, theirs.text)
         # Indistinguishable from an id that exists nowhere.
-        nothing = await _call(
-            world, case, _path(case, world, device="NO-SUCH-DEVICE"), world.a.headers
-        )
-        if "device_id" in case.template or "{id}" in case.template:
+        nothing = await _call(world, case, _path(case, world, nowhere=True), world.a.headers)
+        if any(f"{{{name}}}" in case.template for name in NOWHERE):
             assert (nothing.status_code, nothing.json()["error"]["code"]) == (
                 theirs.status_code,
                 theirs.json()["error"]["code"],
@@ -208,6 +237,12 @@ async def test_another_hierarchy_is_404_like_nothing(world: World) -> None:
     device = await world.api.client.get(f"/v1/devices/{world.b_device}", headers=world.b.headers)
     assert device.status_code == 200
     assert device.json()["name"] == ""
+    b = world.b.headers
+    fleet = await world.api.client.get(f"/v1/fleets/{world.b_fleet}", headers=b)
+    assert fleet.json()["name"] == "tenant-b fleet"
+    assert fleet.json()["devices"] == [world.b_device]
+    place = await world.api.client.get(f"/v1/places/{world.b_place}", headers=b)
+    assert (place.json()["name"], place.json()["devices"]) == ("tenant-b place", [world.b_device])
 
 
 async def test_hostile_input_never_500_and_never_leaks(world: World) -> None:
@@ -257,6 +292,23 @@ async def test_hostile_input_never_500_and_never_leaks(world: World) -> None:
         ("POST", "/v1/keys", {"json": {"name": "n2", "scopes": ["readdev"], "user": "\x00"}}),
         ("POST", "/v1/keys", {"json": {"name": "n3", "scopes": ["readdev"], "expiration": 1e300}}),
         ("PATCH", "/v1/devices/b-secret-device", {"json": {"owner": "tenant-b-user"}}),
+        ("GET", "/v1/fleets/99999999999999999999", {}),
+        ("GET", "/v1/places/%00", {}),
+        ("GET", "/v1/devices?fleet=1e400&place=-1", {}),
+        ("GET", "/v1/fleets/1/data/aggregate?bucket=60&metric=%00", {}),
+        ("POST", "/v1/places", {"json": {"name": "\x00", "type": "site"}}),
+        (
+            "POST",
+            "/v1/places",
+            {
+                "content": b'{"name": "n", "type": "t", "location": {"latitude": 1e400, '
+                b'"longitude": 0}}',
+                "headers": JSON_H,
+            },
+        ),
+        ("PATCH", "/v1/account", {"json": {"country": "\x00"}}),
+        ("PUT", "/v1/devices/a-nul-device/place", {"json": {"place": 2**64}}),
+        ("PUT", "/v1/devices/a-nul-device/place", {"json": {"place": None, "since": 1e300}}),
         ("POST", "/graphql", {"json": {"query": "{ devices { id } }", "variables": [1]}}),
     ):
         kwargs.setdefault("headers", h)

@@ -19,7 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.platform.events import DataPoint
-from services.readings.aggregates import AggregateFn, aggregate_points, plan_ranges
+from services.readings.aggregates import (
+    AggregateFn,
+    aggregate_devices,
+    aggregate_points,
+    plan_ranges,
+)
 from services.readings.paging import (
     InvalidCursor,
     Order,
@@ -27,7 +32,7 @@ from services.readings.paging import (
     encode_cursor,
     query_points,
 )
-from services.readings.points import latest_points, store_points
+from services.readings.points import latest_points, latest_points_of, store_points
 from services.readings.state import latest_state, store_state
 from tests.conftest import drop_schema, new_schema
 
@@ -285,6 +290,98 @@ async def test_aggregate_arguments_are_checked(conn: psycopg.AsyncConnection[Any
         await aggregate_points(conn, "X", bucket_seconds=60, fn="median")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bucket_seconds"):
         await aggregate_points(conn, "X", bucket_seconds=0, fn="avg")
+
+
+@pytest.mark.parametrize("fn", ["avg", "min", "max", "count"])
+async def test_aggregates_of_several_devices_within_their_windows(
+    conn: psycopg.AsyncConnection[Any], fn: AggregateFn
+) -> None:
+    """Issue #20: a fleet's or a place's aggregate, each device's points counted only within
+    its windows (a device may have several), per device or combined across devices."""
+    a, b = f"GRP-A-{fn}", f"GRP-B-{fn}"
+    pa, pb = make_points(a, 300, metrics=("t",)), make_points(b, 200, metrics=("t", "h"))
+    await store_points(conn, pa + pb)
+    windows = [
+        (a, None, BASE + 50_000.5),
+        (a, BASE + 90_000, BASE + 120_000),
+        (b, BASE + 30_000, None),
+        ("GRP-NOBODY", None, None),
+    ]
+    start, end = BASE + 10_000, BASE + 150_000
+
+    def inside(points: list[DataPoint], device: str) -> list[DataPoint]:
+        spans = [(lo, hi) for d, lo, hi in windows if d == device]
+        return [
+            p
+            for p in points
+            if any((lo is None or p.time >= lo) and (hi is None or p.time < hi) for lo, hi in spans)
+        ]
+
+    for bucket in (900, 3_600, 86_400):
+        got = await aggregate_devices(
+            conn, windows, start=start, end=end, bucket_seconds=bucket, fn=fn
+        )
+        expected = sorted(
+            [
+                {**row, "device": device}
+                for device, points in ((a, inside(pa, a)), (b, inside(pb, b)))
+                for row in expected_aggregates(points, bucket, fn, start, end)
+            ],
+            key=lambda r: (r["time"], r["device"], r["metric"]),
+        )
+        assert [r["device"] for r in got] == [r["device"] for r in expected]
+        assert_same_aggregates(got, expected)
+        for combine in ("avg", "min", "max"):
+            combined = await aggregate_devices(
+                conn,
+                windows,
+                start=start,
+                end=end,
+                metrics=["t"],
+                bucket_seconds=bucket,
+                fn=fn,
+                combine=combine,  # type: ignore[arg-type]
+            )
+            values: dict[int, list[float]] = defaultdict(list)
+            for row in expected:
+                if row["metric"] == "t":
+                    values[row["time"]].append(row["value"])
+            pick: dict[str, Callable[[list[float]], float]] = {
+                "avg": lambda v: sum(v) / len(v),
+                "min": min,
+                "max": max,
+            }
+            want = [
+                {"time": t, "metric": "t", "value": pick[combine](values[t])}
+                for t in sorted(values)
+            ]
+            if fn == "count" and combine == "avg":
+                want = [{**row, "value": float(row["value"])} for row in want]
+            assert_same_aggregates(combined, want)
+    assert await aggregate_devices(conn, [], bucket_seconds=60, fn=fn) == []
+    # Windows outside the range: nothing to read.
+    assert await aggregate_devices(conn, windows, start=0, end=1, bucket_seconds=60, fn=fn) == []
+    with pytest.raises(ValueError, match="combine"):
+        await aggregate_devices(conn, windows, bucket_seconds=60, fn=fn, combine="sum")  # type: ignore[arg-type]
+
+
+async def test_latest_points_of_several_devices(conn: psycopg.AsyncConnection[Any]) -> None:
+    await store_points(
+        conn,
+        [
+            DataPoint("LATS-1", 1000, "t", 1.0, "C"),
+            DataPoint("LATS-1", 2000, "t", 2.0, "C"),
+            DataPoint("LATS-2", 1500, "h", 40.0, "%"),
+        ],
+    )
+    found = await latest_points_of(conn, ["LATS-1", "LATS-2", "LATS-NONE"])
+    assert found == {
+        "LATS-1": [DataPoint("LATS-1", 2000.0, "t", 2.0, "C")],
+        "LATS-2": [DataPoint("LATS-2", 1500.0, "h", 40.0, "%")],
+        "LATS-NONE": [],
+    }
+    assert found["LATS-1"] == await latest_points(conn, "LATS-1")
+    assert await latest_points_of(conn, []) == {}
 
 
 # --- the aggregate planner (pure) --------------------------------------------------------------

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row, tuple_row
 
 from services.platform.events import DataPoint
 from services.platform.timescale import apply_timescale, has_timescale
-from services.readings.aggregates import aggregate_points
+from services.readings.aggregates import aggregate_devices, aggregate_points
 from services.readings.paging import query_points
 from services.readings.points import latest_points, store_points
 from services.readings.state import latest_state, store_state
@@ -384,6 +384,34 @@ async def test_aggregates_match(ts: Conn, pg: Conn, loaded: list[DataPoint]) -> 
                 assert got
     kwargs = {"metrics": ["humidity"], "bucket_seconds": DAY, "fn": "avg"}
     same(await aggregate_points(ts, "TS-C", **kwargs), await aggregate_points(pg, "TS-C", **kwargs))
+
+
+async def test_aggregates_of_several_devices_match(
+    ts: Conn, pg: Conn, loaded: list[DataPoint]
+) -> None:
+    """Issue #20: a fleet's or a place's aggregate (several devices, each within its windows,
+    per device or combined) reads the continuous aggregates and still matches ``points``."""
+    midnight = math.floor(NOW / DAY) * DAY
+    windows = [
+        ("TS-A", None, NOW - 20.25 * DAY),
+        ("TS-A", midnight - 10 * DAY, midnight - 5 * DAY),
+        ("TS-B", NOW - 15 * DAY + 17.5, None),
+        ("TS-C", None, None),
+    ]
+    for bucket in (3600, DAY):
+        for fn in ("avg", "min", "max", "count"):
+            for combine in (None, "avg", "min", "max"):
+                kwargs: dict[str, Any] = {
+                    "start": NOW - 30 * DAY + 0.5,
+                    "bucket_seconds": bucket,
+                    "fn": fn,
+                    "combine": combine,
+                }
+                got = await aggregate_devices(ts, windows, **kwargs)
+                expected = await aggregate_devices(pg, windows, **kwargs)
+                assert [r.get("device") for r in got] == [r.get("device") for r in expected]
+                same(got, expected)
+                assert got
 
 
 async def test_aggregates_are_read_from_the_continuous_aggregates(ts: Conn) -> None:
