@@ -14,13 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.entrypoints import embedded
-from services.entrypoints.supervisor import (
-    Installation,
-    prepare,
-    spawn_role,
-    start_servers,
-    stop_process,
-)
+from services.entrypoints.roles import spawn_role, stop_process
+from services.entrypoints.supervisor import Installation, prepare, start_servers
 from services.platform.settings import Settings
 
 
