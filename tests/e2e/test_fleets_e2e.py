@@ -1,11 +1,16 @@
 """Issue #20 end to end: the Sensium-style query against the whole pipeline (the API on a port,
-the Faust worker as a child process): a Sigfox uplink decoded by the worker shows up as the
-latest reading of a fleet's asset, beside the account's profile and places."""
+the Faust worker as a child process), and against ``hivepipe up`` itself (``make run``): a
+Sigfox uplink decoded by the worker shows up as the latest reading of a fleet's asset, beside the
+account's profile and places."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import httpx
+
+from tests.chaos.pipeline import Pipeline
 from tests.stack import Stack, eventually
 
 SENSIUM = """
@@ -16,7 +21,17 @@ SENSIUM = """
 
 
 async def test_the_sensium_query_over_the_pipeline(stack: Stack) -> None:
-    client, headers = stack.client, {"X-API-Key": stack.api_key}
+    await sensium_walk(stack.client, {"X-API-Key": stack.api_key}, stack.token)
+
+
+async def test_the_sensium_query_on_hivepipe_up(tmp_path: Path) -> None:
+    with Pipeline.start(tmp_path) as pipeline:
+        async with httpx.AsyncClient(base_url=pipeline.api_url, timeout=15) as client:
+            await sensium_walk(client, {"X-API-Key": pipeline.api_key}, pipeline.token)
+
+
+async def sensium_walk(client: httpx.AsyncClient, headers: dict[str, str], token: str) -> None:
+    """Profile, a device in a fleet and at a place, an uplink, then the one query."""
     profile = await client.patch(
         "/v1/account",
         json={"name": "Acme Cold Chain", "contact_name": "Jane Roe", "country": "FR"},
@@ -41,7 +56,7 @@ async def test_the_sensium_query_over_the_pipeline(stack: Stack) -> None:
 
     uplink = {"device": device, "time": 1700000000, "data": "010f08fc0906", "seqNumber": 1}
     answer = await client.post(
-        "/callbacks/sigfox", json=uplink, headers={"X-Callback-Token": stack.token}
+        "/callbacks/sigfox", json=uplink, headers={"X-Callback-Token": token}
     )
     assert answer.status_code == 204, answer.text
 
