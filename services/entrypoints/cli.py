@@ -23,10 +23,8 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(topics_app, name="topics")
 
 
-def _settings(*, verbose: bool = False) -> Settings:
+def _settings() -> Settings:
     settings = Settings()
-    if verbose:
-        settings = settings.model_copy(update={"log_level": "debug"})
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -80,25 +78,14 @@ def api(
 
 
 @app.command()
-def worker(
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "-v",
-            "--verbose",
-            help="Log at the debug level, Faust's start-up tables and boxes included "
-            "(as HIVEPIPE_LOG_LEVEL=debug).",
-        ),
-    ] = False,
-) -> None:
-    """Run the Faust worker (decode, store, Orbit acks, webhooks): one line per meaningful
-    event (ready, rebalances, journal replays, failures) at INFO."""
+def worker() -> None:
+    """Run the Faust worker (decode, store, Orbit acks, webhooks)."""
     import asyncio
 
     from services.platform import ALL_TOPICS, ensure_topics, lower_priority
     from stream import Worker, create_app
 
-    settings = _settings(verbose=verbose)
+    settings = _settings()
     assert settings.kafka, "HIVEPIPE_KAFKA is required"
     lower_priority(settings.background_nice)  # before any thread starts: they inherit it
     asyncio.run(
