@@ -5,6 +5,9 @@ types, headers, bodies). Bounded: a few examples per operation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
+import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,19 @@ from services.entrypoints.api_app import create_app
 from services.platform.db import migrate
 from tests.api_support import api_settings, connect, make_account
 from tests.conftest import drop_schema, new_schema
+
+
+def _import_all_of_schemathesis() -> None:
+    """Import every module of schemathesis now, at collection, rather than lazily deep inside
+    the first test: pytest rewrites a plugin's modules as they are imported, and CPython 3.11.7
+    can fail such a compile ("AST constructor recursion depth mismatch") when a finalizer runs
+    during it, which then breaks every later case (seen once in CI, deep in the suite)."""
+    for module in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+        with contextlib.suppress(Exception):
+            importlib.import_module(module.name)
+
+
+_import_all_of_schemathesis()
 
 # The app runs in schemathesis' thread, where aiokafka picks brokers with the ``random`` module
 # while hypothesis draws cases here; hypothesis takes that for a strategy using ``random``.
