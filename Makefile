@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PYTEST_ARGS ?=
 
-.PHONY: all run test chaos lint fmt bench uv sync
+.PHONY: all run test chaos lint fmt bench docs uv sync
 
 all: test
 
@@ -36,6 +36,10 @@ lint: sync
 fmt: sync
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
+
+## docs/configuration.md from the settings class (a unit test fails when it is out of date).
+docs: sync
+	$(UV) run python -m services.entrypoints.config_reference
 
 ## Benchmarks (figures land in docs/benchmarks.md).
 bench: sync

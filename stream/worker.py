@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from services.platform import Settings, runtime
 from stream import deliveries, journal_replay, orbit_acks, uplinks
 from stream.app import HivepipeApp, ready_file
 from stream.resources import Resources
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> HivepipeApp:
@@ -50,6 +53,11 @@ def create_app(settings: Settings) -> HivepipeApp:
         # Tells `hivepipe up` and the tests that this worker has its partitions.
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.touch()
+        log.info(
+            "%s: %d partitions assigned",
+            "joined the consumer group" if not settled else "rebalanced",
+            len(app.consumer.assignment()),
+        )
         if not settled:  # started: what exists now lives as long as the process
             settled.append(True)
             runtime.settle_heap()

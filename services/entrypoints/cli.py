@@ -23,8 +23,10 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(topics_app, name="topics")
 
 
-def _settings() -> Settings:
+def _settings(*, verbose: bool = False) -> Settings:
     settings = Settings()
+    if verbose:
+        settings = settings.model_copy(update={"log_level": "debug"})
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -78,14 +80,25 @@ def api(
 
 
 @app.command()
-def worker() -> None:
-    """Run the Faust worker (decode, store, Orbit acks, webhooks)."""
+def worker(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "-v",
+            "--verbose",
+            help="Log at the debug level, Faust's start-up tables and boxes included "
+            "(as HIVEPIPE_LOG_LEVEL=debug).",
+        ),
+    ] = False,
+) -> None:
+    """Run the Faust worker (decode, store, Orbit acks, webhooks): one line per meaningful
+    event (ready, rebalances, journal replays, failures) at INFO."""
     import asyncio
 
     from services.platform import ALL_TOPICS, ensure_topics, lower_priority
     from stream import Worker, create_app
 
-    settings = _settings()
+    settings = _settings(verbose=verbose)
     assert settings.kafka, "HIVEPIPE_KAFKA is required"
     lower_priority(settings.background_nice)  # before any thread starts: they inherit it
     asyncio.run(

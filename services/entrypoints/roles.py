@@ -1,6 +1,7 @@
 """The role processes ``hivepipe up`` runs: how one is started (``python -m
 services.entrypoints.cli <role>``), stopped and killed, the API's shared listening socket, and
-how the supervisor tells that the API answers and the worker has joined its group."""
+how the supervisor tells that the API answers and the workers have joined their group; how many
+of each role it starts, and under which names."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.entrypoints.supervised import Supervised
@@ -103,23 +105,80 @@ def worker_ready(settings: Settings, pid: int) -> bool:
     return ready_file(settings, pid).exists()
 
 
-def start_roles(settings: Settings, env: dict[str, str], api: socket.socket) -> list[Supervised]:
-    """The worker, the MQTT adapter and ``settings.api_processes`` API processes serving ``api``."""
+def worker_instance(settings: Settings, n: int) -> str:
+    """The stable name of worker ``n`` in its consumer group: two running workers never share
+    one (static membership would fence one of them out)."""
+    if settings.worker_instance:
+        return settings.worker_instance if n == 1 else f"{settings.worker_instance}-{n}"
+    return f"{socket.gethostname()}-worker-{n}"
+
+
+def mqtt_client_id(settings: Settings, n: int) -> str:
+    """The client id of MQTT adapter ``n``: its own persistent session on the broker (the
+    first keeps the id a single adapter always had, and with it its session)."""
+    from ingest.mqtt import default_client_id
+
+    base = default_client_id(settings)
+    return base if n == 1 else f"{base}-{n}"
+
+
+def mqtt_shares_subscriptions(settings: Settings) -> bool:
+    """Whether the MQTT broker has shared subscriptions (several adapters split the load);
+    False when it cannot be asked."""
+    from ingest.mqtt import probe_broker
+    from services.platform import parse_mqtt_url
+
+    if not settings.mqtt_url:
+        return False
+    try:
+        return probe_broker(parse_mqtt_url(settings.mqtt_url), timeout=5.0).shared
+    except (OSError, ConnectionError, PermissionError) as exc:
+        log.warning("could not ask the MQTT broker about shared subscriptions: %r", exc)
+        return False
+
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+def start_roles(
+    settings: Settings,
+    env: dict[str, str],
+    api: socket.socket,
+    *,
+    mqtt_shared: bool = True,
+    spawn: Spawn = spawn_role,
+) -> list[Supervised]:
+    """``settings.workers`` workers first, then ``settings.mqtt_adapters`` MQTT adapters (one
+    when the broker has no shared subscriptions: ``mqtt_shared`` False) and
+    ``settings.api_processes`` API processes serving ``api``, each supervised on its own."""
     fd = api.fileno()
 
     def api_process() -> RoleProcess:
-        return RoleProcess(spawn_role("api", env, args=("--fd", str(fd)), pass_fds=(fd,)))
+        return RoleProcess(spawn("api", env, args=("--fd", str(fd)), pass_fds=(fd,)))
 
-    # A stable name in the consumer group: the worker started again takes its partitions back
-    # at once (static membership) instead of waiting for the dead member's session to expire.
-    worker_env = {
-        **env,
-        "HIVEPIPE_WORKER_INSTANCE": settings.worker_instance or f"{socket.gethostname()}-worker-1",
-    }
-    roles = [
-        Supervised("worker", "worker", lambda: RoleProcess(spawn_role("worker", worker_env), 30.0)),
-        Supervised("mqtt", "mqtt", lambda: RoleProcess(spawn_role("mqtt", env))),
-    ]
+    def worker(n: int) -> Supervised:
+        # A stable name in the consumer group: the worker started again takes its partitions
+        # back at once (static membership) instead of waiting for the dead member's session
+        # to expire.
+        worker_env = {**env, "HIVEPIPE_WORKER_INSTANCE": worker_instance(settings, n)}
+        return Supervised(
+            f"worker-{n}", "worker", lambda: RoleProcess(spawn("worker", worker_env), 30.0)
+        )
+
+    def adapter(n: int) -> Supervised:
+        adapter_env = {**env, "HIVEPIPE_MQTT_CLIENT_ID": mqtt_client_id(settings, n)}
+        return Supervised(f"mqtt-{n}", "mqtt", lambda: RoleProcess(spawn("mqtt", adapter_env)))
+
+    adapters = settings.mqtt_adapters
+    if adapters > 1 and not mqtt_shared:
+        log.warning(
+            "the MQTT broker has no shared subscriptions: running 1 MQTT adapter, not %d "
+            "(each would receive every message)",
+            adapters,
+        )
+        adapters = 1
+    roles = [worker(n) for n in range(1, settings.workers + 1)]
+    roles += [adapter(n) for n in range(1, adapters + 1)]
     roles += [
         Supervised(f"api-{n}", "api", api_process) for n in range(1, settings.api_processes + 1)
     ]

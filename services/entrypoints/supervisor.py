@@ -2,8 +2,9 @@
 
 The supervisor starts what is not configured (tansu, PostgreSQL, an MQTT broker), prepares the
 installation (migrations, topics, the admin key), then runs each role as its own child process,
-exactly as production runs them: the worker, the MQTT adapter and ``api_processes`` API
-processes sharing one listening socket. Whatever exits (a role, an embedded server) is started
+exactly as production runs them: ``workers`` workers, ``mqtt_adapters`` MQTT adapters and
+``api_processes`` API processes sharing one listening socket. Once every role is ready it prints
+one short banner (:func:`banner`). Whatever exits (a role, an embedded server) is started
 again with backoff (:mod:`services.entrypoints.supervised`) while the others keep running.
 Ctrl-C / SIGTERM stops everything in order: first the ingest roles, then (once the worker has
 drained what was accepted) the worker, then the servers.
@@ -30,6 +31,7 @@ from services.entrypoints.installation import previous_port, write_urls
 from services.entrypoints.roles import (
     api_answers,
     bind_api_socket,
+    mqtt_shares_subscriptions,
     start_roles,
     worker_ready,
 )
@@ -118,21 +120,51 @@ def supervise_server(server: embedded.Server) -> Supervised:
 
 
 def stop_in_order(roles: list[Supervised], servers: list[Supervised], drain: float) -> None:
-    """The ingest roles, then the worker after ``drain`` seconds, then the servers (last first)."""
+    """The ingest roles, then the workers after ``drain`` seconds, then the servers (last
+    first)."""
     for child in roles:
         if child.role != "worker":
             child.stop()
-    for child in roles:
-        if child.role == "worker" and child.process is not None:
-            # What the ingest roles accepted is on Kafka: give the worker time to store it.
-            time.sleep(drain)
-            child.stop()
+    workers = [child for child in roles if child.role == "worker"]
+    if any(child.process is not None for child in workers):
+        # What the ingest roles accepted is on Kafka: give the workers time to store it.
+        time.sleep(drain)
+    for child in workers:
+        child.stop()
     for child in reversed(servers):
         child.stop()
 
 
+def _plural(count: int, what: str) -> str:
+    return f"{count} {what}" + ("" if count == 1 else "es" if what.endswith("s") else "s")
+
+
+def banner(
+    settings: Settings, key: str, roles: list[Supervised], *, took: float, complete: bool
+) -> list[str]:
+    """What ``hivepipe up`` prints once ready: the ``Name: value`` lines are read by scripts
+    and tests (``API key: ``, ``Callback token: ``, ``MQTT: ``, ``Kafka: ``)."""
+    counts = {
+        role: sum(child.role == role for child in roles) for role in ("api", "worker", "mqtt")
+    }
+    status = "ready" if complete else "up, some workers not in their group yet (see the log)"
+    s = settings
+    return [
+        f"hivepipe is {status} after {took:.1f} s: {_plural(counts['api'], 'API process')}, "
+        f"{_plural(counts['worker'], 'worker')}, {_plural(counts['mqtt'], 'MQTT adapter')}",
+        f"API: http://{s.api_host}:{s.api_port}",
+        f"API key: {key}",
+        f"Callback token: {s.token}",
+        f"MQTT: {s.mqtt_url}",
+        f"Kafka: {s.kafka}",
+        f"Data: {s.data_dir.resolve()}",
+        "Stop: Ctrl-C (stops every role, then the servers)",
+    ]
+
+
 def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
     """Run everything until Ctrl-C / SIGTERM, restarting what exits; returns the exit code."""
+    began = time.monotonic()
     stop = {"signal": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -162,8 +194,9 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
         listener = bind_api_socket(s)
         if stop["signal"]:  # Ctrl-C while preparing: nothing more to start
             return 0
-        roles = start_roles(s, install.child_env(), listener)
-        worker = roles[0]
+        shared = s.mqtt_adapters == 1 or mqtt_shares_subscriptions(s)
+        roles = start_roles(s, install.child_env(), listener, mqtt_shared=shared)
+        workers = [child for child in roles if child.role == "worker"]
         kafka = next((child for child in servers if child.role == "kafka"), None)
         broker = BrokerWatch(s, kafka, roles) if kafka is not None else None
         started, announced = time.monotonic(), False
@@ -173,14 +206,14 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
             if broker is not None:
                 broker.check(time.monotonic())
             if not announced and api_answers(s):
-                joined = worker.process is not None and worker_ready(s, worker.process.pid)
+                joined = all(
+                    w.process is not None and worker_ready(s, w.process.pid) for w in workers
+                )
                 if joined or time.monotonic() - started > 60:
                     announced = True
-                    echo(f"API: http://{s.api_host}:{s.api_port}")
-                    echo(f"API key: {key}")
-                    echo(f"Callback token: {s.token}")
-                    echo(f"MQTT: {s.mqtt_url}")
-                    echo(f"Kafka: {s.kafka}")
+                    took = time.monotonic() - began
+                    for line in banner(s, key, roles, took=took, complete=joined):
+                        echo(line)
             time.sleep(0.2)
         return 0
     finally:

@@ -30,16 +30,27 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HIVEPIPE_", extra="ignore")
 
+    #: Kafka bootstrap servers, ``host:port[,...]``; unset (with ``database_url``): embedded.
     kafka: str | None = None
+    #: PostgreSQL or TimescaleDB URL, ``postgresql://...``; unset (with ``kafka``): embedded.
     database_url: str | None = None
+    #: The devices' MQTT broker, ``mqtt://host:1883`` (``mqtts://``: TLS); unset: embedded.
     mqtt_url: str | None = None
+    #: The address the API listens on (and the other roles' metrics endpoints).
     api_host: str = "127.0.0.1"
+    #: The API's port: REST, GraphQL, the networks' callbacks.
     api_port: int = 8080
+    #: Where ``hivepipe up`` keeps the embedded servers' data and addresses.
     data_dir: Path = Path(".hivepipe")
+    #: The networks' callbacks' secret (``X-Callback-Token``); generated when embedded.
     callback_token: SecretStr | None = None
+    #: Prefix of every Kafka topic's name (docs/topics.md).
     topic_prefix: str = "hivepipe."
+    #: Partitions of each topic hivepipe creates: the most workers sharing the work.
     partitions: int = Field(default=4, ge=1, le=256)
+    #: First level of the devices' MQTT topics, uplinks and commands (docs/ingest.md).
     mqtt_topic_prefix: str = "devices"
+    #: The MQTT ingest's shared-subscription group; empty: a plain subscription.
     mqtt_share_group: str = "hivepipe"
     #: The MQTT ingest's client id: stable per replica (its persistent session holds the QoS 1
     #: messages not yet acknowledged); empty: ``hivepipe-ingest-<hostname>``.
@@ -54,6 +65,12 @@ class Settings(BaseSettings):
     #: take the new connections while it is restarted (a kill -9 fails only its requests in
     #: flight). Each counts rate limits in its own memory unless ``rate_limit_storage`` is shared.
     api_processes: int = Field(default=2, ge=1, le=64)
+    #: Faust workers ``hivepipe up`` runs, each under its own stable ``worker_instance``
+    #: (``<hostname>-worker-<n>``); more than the partition count leaves the extra ones idle.
+    workers: int = Field(default=1, ge=1, le=64)
+    #: MQTT adapters ``hivepipe up`` runs, each with its own client id, splitting the load on a
+    #: shared subscription; a broker without shared subscriptions (amqtt) gets one.
+    mqtt_adapters: int = Field(default=1, ge=1, le=64)
     #: Where ``hivepipe up`` serves its own Prometheus metrics (``hivepipe_role_restarts_total``),
     #: on ``api_host``; 0: not served.
     supervisor_metrics_port: int = Field(default=0, ge=0, le=65535)
@@ -62,8 +79,11 @@ class Settings(BaseSettings):
     embedded: bool = False
 
     # Pipeline tuning.
+    #: Most uplinks (or Orbit acks) a worker handles in one batch.
     batch_size: int = Field(default=1000, ge=1)
+    #: Longest a worker's batch waits to fill (s).
     flush_interval: float = Field(default=0.1, gt=0)
+    #: PostgreSQL connections per process (API or worker).
     db_pool_size: int = Field(default=8, ge=1)
     #: Prepared statements on the pools' connections (off for a PgBouncer older than 1.21 in
     #: transaction mode); see services.platform.db.open_pool.
@@ -94,7 +114,9 @@ class Settings(BaseSettings):
     background_nice: int = Field(default=5, ge=0, le=19)
 
     # Ingest rules.
+    #: An uplink received again within this many seconds is a duplicate.
     dedup_window_seconds: int = Field(default=600, ge=1)
+    #: Largest API request body (413 beyond it), and largest MQTT message.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     #: The intake journal (services/uplinks/journal.py): each accepted uplink is kept in
     #: PostgreSQL until stored, so a broker that loses its log (the embedded tansu keeps it in
@@ -104,15 +126,20 @@ class Settings(BaseSettings):
     #: Seconds after which a journaled uplink not yet stored is published again (at a worker's
     #: start: ``journal_replay_at_start``, for a broker that came back empty).
     journal_replay_after: float = Field(default=60.0, gt=0)
+    #: At a worker's start, journaled uplinks older than this (s) are replayed.
     journal_replay_at_start: float = Field(default=0.0, ge=0)
+    #: How often a worker looks for journaled uplinks to replay (s).
     journal_replay_interval: float = Field(default=5.0, gt=0)
     #: A callback is answered within this many seconds whatever PostgreSQL or Kafka does
     #: (503 ``pipeline_timeout`` past it; the network retries): Sigfox gives up at 10 s.
     callback_deadline: float = Field(default=4.5, gt=0)
 
     # API.
+    #: An account's requests per minute, unless its own limit is set.
     rate_limit_per_minute: int = Field(default=60, ge=1)
+    #: An account's requests per day, unless its own limit is set.
     rate_limit_per_day: int = Field(default=10_000, ge=1)
+    #: Rate-limit counters: ``memory://`` (per process) or shared ``redis://host:6379``.
     rate_limit_storage: str = "memory://"
     #: How often each API process writes the keys' last_used times and usage counters.
     stats_flush_seconds: float = Field(default=2.0, gt=0)
@@ -121,20 +148,28 @@ class Settings(BaseSettings):
 
     # LoRaWAN downlinks: the one network server of this deployment
     # (services/downlinks/network_servers.py).
+    #: The network server that sends LoRaWAN downlinks; unset: none.
     lorawan_server: Literal["tts", "chirpstack"] | None = None
+    #: The network server's API base URL.
     lorawan_url: str | None = None
+    #: The network server's API key (a TTS API key or a ChirpStack token).
     lorawan_api_key: SecretStr | None = None
+    #: The Things Stack application of the devices.
     tts_application_id: str | None = None
+    #: The Things Stack webhook that downlinks are pushed through.
     tts_webhook_id: str | None = None
     #: The TTS end-device id of a DevEUI (``{dev_eui}`` lower-case, ``{DEV_EUI}`` upper-case).
     tts_device_id: str = "eui-{dev_eui}"
 
+    # Sigfox callbacks.
     #: Where Sigfox callbacks may come from (CIDRs, comma-separated; empty: anywhere). Sigfox
     #: calls from 185.110.96.0/22 (wire-formats.md); the token is checked either way.
     sigfox_allowed_sources: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
 
     # Webhooks.
+    #: Private networks webhook URLs may point to (CIDRs, comma-separated).
     webhook_allowed_cidrs: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    #: Accept plain ``http://`` webhook URLs (self-hosted receivers, tests).
     webhook_allow_http: bool = False
     #: Webhooks a device may have (POST beyond it: 409 ``too_many_webhooks``).
     webhook_max_per_device: int = Field(default=5, ge=1, le=100)
@@ -153,6 +188,7 @@ class Settings(BaseSettings):
         21600.0,
         43200.0,
     )
+    #: Each retry delay is spread by this fraction either way (0.2: ±20 %).
     webhook_retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     #: How often the worker looks for due retries when it found none (s).
     webhook_retry_poll_interval: float = Field(default=0.5, gt=0, le=60)
@@ -160,13 +196,15 @@ class Settings(BaseSettings):
     webhook_retry_batch: int = Field(default=200, ge=1, le=5000)
     #: A claimed retry is due again after this (s) if its worker died while sending it.
     webhook_retry_lease: float = Field(default=300.0, ge=1)
-    #: Disable a webhook after this long (s) and this many attempts without a success.
+    #: Disable a webhook failing for this long (s) and ``webhook_disable_min_failures`` times.
     webhook_disable_after: float = Field(default=5 * 86_400.0, gt=0)
+    #: Failed attempts a webhook must also reach before it is disabled.
     webhook_disable_min_failures: int = Field(default=20, ge=1)
     #: The worker's cache of a device's webhooks lives this long (s).
     webhook_cache_ttl: float = Field(default=5.0, ge=0)
     #: The webhook agent's batches of stored messages: at most this many, or what came within.
     webhook_batch_size: int = Field(default=1000, ge=1)
+    #: Longest the webhook agent's batch waits to fill (s).
     webhook_flush_interval: float = Field(default=0.05, gt=0)
     #: Batches of the webhook agent sent at once (each device's order is kept across them).
     webhook_batches_in_flight: int = Field(default=8, ge=1, le=64)
@@ -177,18 +215,25 @@ class Settings(BaseSettings):
     #: Batches of claimed retries sent at once; a webhook with retries in flight in this worker
     #: gets no more claimed until they are done (a hanging receiver holds one batch, not all).
     webhook_retry_batches_in_flight: int = Field(default=4, ge=1, le=64)
-    #: Requests in flight: per process, and per receiver host name.
+    #: Requests in flight per process.
     webhook_max_concurrency: int = Field(default=512, ge=1)
+    #: Requests in flight per receiver host name.
     webhook_max_per_host: int = Field(default=32, ge=1)
-    #: Delivery attempts kept per webhook (the newest), and for at most this many days.
+    #: Delivery attempts kept per webhook (the newest).
     webhook_deliveries_keep: int = Field(default=1000, ge=1)
+    #: Delivery attempts are kept at most this many days.
     webhook_deliveries_days: int = Field(default=7, ge=1)
 
     # Timescale policies.
+    #: TimescaleDB chunk interval of the points (a PostgreSQL interval).
     chunk_interval: str = "1 day"
+    #: TimescaleDB compresses points older than this.
     compress_after: str = "7 days"
+    #: TimescaleDB drops raw points older than this (over 8 days); unset: never.
     retention: str | None = None
 
+    # Logging.
+    #: Log level of the ``hivepipe`` processes.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("webhook_allowed_cidrs", "sigfox_allowed_sources", mode="before")
