@@ -55,12 +55,6 @@ def dead_letter_message(key: str, value: dict[str, Any], reason: str) -> Message
     return key, dumps({**value, "error": reason})
 
 
-def envelope_message(envelope: UplinkEnvelope) -> Message:
-    """The ``uplinks`` message of an envelope (orjson serialises the dataclass itself: the
-    same JSON as ``to_dict()`` without its deep copy, the main cost at high rates)."""
-    return envelope.device, dumps(envelope)
-
-
 def envelope_fields(envelope: UplinkEnvelope) -> dict[str, Any]:
     """The envelope's fields as a dict, without copying the payload."""
     return {f.name: getattr(envelope, f.name) for f in dataclasses.fields(envelope)}

@@ -44,8 +44,8 @@ from services.platform import (
     outbox,
 )
 from services.uplinks import journal
-from services.uplinks.accept import envelope_message
 from services.uplinks.dedup import CLAIM_UPSERT
+from services.uplinks.journal import envelope_message
 
 __all__ = ["DeviceUnavailable", "DownlinkAnswer", "answer_downlink_request", "downlink_sent_event"]
 
