@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
@@ -11,29 +13,43 @@ _CALLBACKS = "/callbacks/"
 _SOURCES = frozenset({"sigfox", "ttn", "chirpstack"})  # a label each, no more
 
 
+#: Paths with a larger body limit, whatever ``HIVEPIPE_MAX_BODY_BYTES``: a device model carries
+#: a codec source of up to 256 KiB (device-codecs.md), which JSON escaping may double.
+LARGER_BODIES: dict[str, int] = {"/v1/models": 640 * 1024}
+
+
 class BodyTooLarge(Exception):
     pass
 
 
 class BodyLimitMiddleware:
-    """ASGI middleware: 413 when Content-Length or the streamed body exceeds ``limit`` bytes."""
+    """ASGI middleware: 413 when Content-Length or the streamed body exceeds ``limit`` bytes;
+    ``larger`` gives the paths under a prefix a larger limit (the device models' codecs)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.larger = dict(LARGER_BODIES if larger is None else larger)
+
+    def _limit(self, path: str) -> int:
+        for prefix, limit in self.larger.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return max(limit, self.limit)
+        return self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(str(scope.get("path", ""))) if self.larger else self.limit
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.limit
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._refuse(scope, receive, send)
+                    await self._refuse(scope, receive, send, limit)
                     return
         received = 0
         started = too_large = False
@@ -43,7 +59,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     too_large = True
                     raise BodyTooLarge
             return message
@@ -55,7 +71,7 @@ class BodyLimitMiddleware:
                 # while it parses one, and answers 400), the answer is 413.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._refuse(scope, receive, send)
+                    await self._refuse(scope, receive, send, limit)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -65,13 +81,13 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send, limit)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         source = str(scope.get("path", "")).removeprefix(_CALLBACKS)
         if source in _SOURCES:  # an uplink refused: counted with the others
             metrics.UPLINKS_REJECTED.labels(source, "payload_too_large").inc()
         response = error_response(
-            413, "payload_too_large", f"The request body exceeds {self.limit} bytes."
+            413, "payload_too_large", f"The request body exceeds {limit} bytes."
         )
         await response(scope, receive, send)

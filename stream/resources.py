@@ -9,6 +9,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from services.codecs import CodecCache, CodecLimits
 from services.devices import DeviceDirectory
 from services.platform import ALL_TOPICS, KafkaPublisher, Settings, TopicRepair, open_pool
 
@@ -23,6 +24,18 @@ class Resources:
     _publisher: KafkaPublisher | None = None
     _repairing: TopicRepair | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The compiled JavaScript codecs of the accounts' own device models.
+    codecs: CodecCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.codecs = CodecCache(
+            CodecLimits(
+                timeout_ms=self.settings.codec_timeout_ms,
+                memory_bytes=self.settings.codec_memory_mib * 1024 * 1024,
+                max_output_bytes=self.settings.codec_max_output_bytes,
+            ),
+            size=self.settings.codec_cache_size,
+        )
 
     async def open(
         self,

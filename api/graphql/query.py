@@ -9,6 +9,7 @@ from strawberry.types import Info
 
 from api.graphql.account import Account
 from api.graphql.context import Context, need
+from api.graphql.models import DeviceModelType, list_models
 from api.graphql.types import Device, User, device_from_row
 from services.accounts import users as accounts
 from services.devices import store as devices_store
@@ -49,3 +50,10 @@ class Query:
         context = need(info, "readdev")
         row = await visible_device(context.conn, id, context.principal)
         return None if row is None else device_from_row(row)
+
+    @strawberry.field(description="The built-in device models and the account's own [readdev]")
+    async def models(self, info: Info[Context, None]) -> list[DeviceModelType]:
+        context = need(info, "readdev")
+        return await list_models(
+            context.conn, context.principal.account_id, context.ctx.settings.codec_failing_after
+        )

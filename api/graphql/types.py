@@ -13,7 +13,8 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from api.graphql.context import Context, need
-from services.devices import export
+from api.graphql.models import DeviceModelType, one_model
+from services.devices import export, visible_device
 from services.orbit import store as orbit_store
 from services.readings import latest_state
 
@@ -47,6 +48,16 @@ class Device:
     @strawberry.field(description="The latest point of each metric, as `readings` [readdata]")
     async def latest(self, info: Info[Context, None]) -> list[Reading]:
         return await _latest(info, self.id)
+
+    @strawberry.field(description="The device's model: built-in, or one of the account's own")
+    async def device_model(self, info: Info[Context, None]) -> DeviceModelType | None:
+        context = info.context
+        row = await visible_device(context.conn, self.id, context.principal)
+        if row is None:
+            return None
+        return await one_model(
+            context.conn, row["account_id"], self.model, context.ctx.settings.codec_failing_after
+        )
 
     @strawberry.field(description="The latest relay-controller state report [readdata]")
     async def state(self, info: Info[Context, None]) -> JSON | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
@@ -20,6 +20,7 @@ from api.groupings import fleet_or_404, place_or_404
 from api.openapi import error_responses
 from api.routing import OrjsonRoute
 from services.accounts import Principal
+from services.codecs import model_store
 from services.devices import access, export, ids
 from services.devices import store as devices_store
 from services.fleets import fleet_store, stays
@@ -27,14 +28,13 @@ from services.fleets import fleet_store, stays
 router = APIRouter(prefix="/v1/devices", tags=["devices"], route_class=OrjsonRoute)
 
 
-#: The device models of the contract (``services.devices.ids.MODEL_NETWORKS``).
-Model = Literal["orbit-t", "orbit-th", "orbit-lite", "lorawan-lpp", "json", "relay-controller"]
-assert set(get_args(Model)) == set(ids.MODEL_NETWORKS)
-
-
 class DeviceIn(BaseModel):
     id: str = Field(min_length=1, max_length=64)
-    model: Model
+    model: str = Field(
+        pattern=r"^[a-z0-9-]{2,64}$",
+        description="a built-in model (orbit-t, orbit-th, orbit-lite, lorawan-lpp, json, "
+        "relay-controller) or one of the account's own (GET /v1/models)",
+    )
     name: StorableText = Field(default="", max_length=200)
     owner: str | None = Field(
         default=None, max_length=64, description="username; default: the caller"
@@ -71,9 +71,26 @@ async def _owner_id(conn: ConnDep, principal: Principal, owner: str | None) -> i
 async def create_device(body: DeviceIn, principal: WriteDev, conn: ConnDep) -> Any:
     """Register a device (owner defaults to the caller)."""
     owner_id = await _owner_id(conn, principal, body.owner)
+    network = None
+    if body.model not in ids.MODEL_NETWORKS:  # one of the account's own models, or none
+        own = await model_store.get_model(conn, principal.account_id, body.model)
+        if own is None:
+            raise ApiError(
+                422,
+                "invalid_device",
+                f"unknown model {body.model!r}; one of {', '.join(ids.MODEL_NETWORKS)}"
+                " or of the account's own models",
+                details=[],
+            )
+        network = own.network
     try:
         row = await devices_store.create_device(
-            conn, device_id=body.id, model=body.model, name=body.name, owner_id=owner_id
+            conn,
+            device_id=body.id,
+            model=body.model,
+            name=body.name,
+            owner_id=owner_id,
+            network=network,
         )
     except ids.InvalidDevice as exc:
         raise ApiError(422, "invalid_device", str(exc), details=[]) from exc

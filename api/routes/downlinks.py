@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from api.context import ApiServices
+from api.codecs import codec_error, model_codec
+from api.context import ApiContext, ApiServices
 from api.deps import (
     ConnDep,
     ContextDep,
@@ -19,6 +21,7 @@ from api.errors import ApiError
 from api.openapi import error_responses
 from api.routing import OrjsonRoute
 from services.accounts import Principal
+from services.codecs import CodecFailure, model_store
 from services.downlinks import (
     Downlink,
     NetworkServer,
@@ -34,11 +37,29 @@ router = APIRouter(prefix="/v1/devices", tags=["downlinks"], route_class=OrjsonR
 
 
 class DownlinkIn(BaseModel):
-    port: int = Field(ge=1, le=223, description="LoRaWAN FPort")
-    payload_hex: str = Field(
-        min_length=2, max_length=484, pattern=r"^(?:[0-9A-Fa-f]{2})+$", description="1 to 242 bytes"
+    port: int | None = Field(
+        default=None, ge=1, le=223, description="LoRaWAN FPort (with data: the codec's)"
+    )
+    payload_hex: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=484,
+        pattern=r"^(?:[0-9A-Fa-f]{2})+$",
+        description="1 to 242 bytes",
+    )
+    data: dict[str, Any] | None = Field(
+        default=None,
+        description="instead of payload_hex and port: encoded by the model's encodeDownlink",
     )
     confirmed: bool = False
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> DownlinkIn:
+        if (self.payload_hex is None) == (self.data is None):
+            raise ValueError("give either payload_hex (with port) or data")
+        if self.payload_hex is not None and self.port is None:
+            raise ValueError("port is required with payload_hex")
+        return self
 
 
 class AnswerOut(BaseModel):
@@ -78,6 +99,29 @@ async def _lorawan_device(conn: ConnDep, device_id: str, principal: Principal) -
     return row
 
 
+async def _payload(
+    conn: ConnDep, ctx: ApiContext, row: dict[str, Any], body: DownlinkIn
+) -> tuple[int, str]:
+    """The downlink's FPort and payload: as given, or encoded by the model's codec."""
+    if body.data is None:
+        assert body.port is not None  # checked by DownlinkIn
+        assert body.payload_hex is not None
+        return body.port, body.payload_hex.upper()
+    model = await model_store.get_model(conn, row["account_id"], row["model"])
+    codec = None if model is None else await model_codec(ctx, model)
+    if model is None or codec is None or not codec.encodes:
+        raise ApiError(
+            422,
+            "no_encoder",
+            f"The model of {row['id']!r} has no encodeDownlink: send payload_hex and port.",
+            details=[],
+        )
+    outcome = await asyncio.to_thread(codec.encode_downlink, body.data)
+    if isinstance(outcome, CodecFailure):
+        raise codec_error(outcome)
+    return body.port or outcome.port, outcome.payload.hex().upper()
+
+
 def _server(services: ApiServices) -> NetworkServer:
     if services.network_server is None:
         raise ApiError(503, "network_server_unavailable", services.network_server_problem + ".")
@@ -113,8 +157,10 @@ async def queue_device_downlink(
     ctx: ContextDep,
     services: ServicesDep,
 ) -> Any:
-    """Queue a downlink on the device's network server; the answer is recorded."""
+    """Queue a downlink on the device's network server; the answer is recorded. ``data`` is
+    encoded by the ``encodeDownlink`` of the device's model."""
     row = await _lorawan_device(conn, device_id, principal)
+    port, payload_hex = await _payload(conn, ctx, row, body)
     server = _server(services)
     try:
         stored = await queue_downlink(
@@ -123,9 +169,7 @@ async def queue_device_downlink(
             kafka=ctx.publisher,
             kafka_topic=ctx.settings.topic(TOPIC_COMMANDS),
             device=row["id"],
-            downlink=Downlink(
-                port=body.port, payload_hex=body.payload_hex.upper(), confirmed=body.confirmed
-            ),
+            downlink=Downlink(port=port, payload_hex=payload_hex, confirmed=body.confirmed),
             user_id=principal.user_id,
         )
     except NetworkServerFailed as exc:

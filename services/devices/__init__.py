@@ -5,11 +5,12 @@ from services.devices import access, export, ids, store
 from services.devices.access import visible_device
 from services.devices.directory import DeviceDirectory
 from services.devices.status import device_problem, info_problem
-from services.devices.store import ACTIVE_BY_ID, CURRENT_OWNERS, HOLD_BY_ID
+from services.devices.store import ACTIVE_BY_ID, CURRENT_OWNERS, DEVICE_ACCOUNTS, HOLD_BY_ID
 
 __all__ = [
     "ACTIVE_BY_ID",
     "CURRENT_OWNERS",
+    "DEVICE_ACCOUNTS",
     "DeviceDirectory",
     "HOLD_BY_ID",
     "access",

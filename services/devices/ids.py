@@ -40,9 +40,10 @@ def canonical_id(device_id: str, network: str | None = None) -> str:
     return device_id.upper()
 
 
-def validate_new_device(device_id: str, model: str) -> tuple[str, str]:
-    """Check id and model; returns (canonical id, network)."""
-    network = MODEL_NETWORKS.get(model)
+def validate_new_device(device_id: str, model: str, network: str | None = None) -> tuple[str, str]:
+    """Check id and model; returns (canonical id, network). ``network`` is given for a model of
+    the account's own (``services.codecs``), whose network the model names."""
+    network = network or MODEL_NETWORKS.get(model)
     if network is None:
         raise InvalidDevice(f"unknown model {model!r}; one of {', '.join(MODEL_NETWORKS)}")
     canonical = canonical_id(device_id.strip(), network)

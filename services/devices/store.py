@@ -33,6 +33,14 @@ ACTIVE_BY_ID = "SELECT active FROM devices WHERE id = %(device)s"
 #: it (a deletion waits, then sees what was written).
 HOLD_BY_ID = "SELECT id FROM devices WHERE id = %(device)s FOR KEY SHARE"
 
+#: Each device's id, model and account (``id``, ``model``, ``account_id``: the owner's
+#: integrator, or the owner): a subquery to join, for a table of an account's objects that
+#: devices name (its device models).
+DEVICE_ACCOUNTS = (
+    "SELECT d.id, d.model, COALESCE(u.parent_id, u.id) AS account_id"
+    " FROM devices d JOIN users u ON u.id = d.owner_id"
+)
+
 
 class DeviceInUse(ValueError):
     """The device is still referred to by data that prevents its deletion."""
@@ -54,9 +62,11 @@ async def create_device(
     model: str,
     name: str,
     owner_id: int,
+    network: str | None = None,
 ) -> Row | None:
-    """Register a device; None when the id is taken."""
-    canonical, network = validate_new_device(device_id, model)
+    """Register a device; None when the id is taken. ``network`` is that of an account's own
+    model (a built-in model has its own)."""
+    canonical, network = validate_new_device(device_id, model, network)
     cur = await conn.execute(
         "INSERT INTO devices (id, name, model, network, owner_id) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING id",  # the id, in any case, is taken

@@ -342,3 +342,61 @@ async def test_unreachable_or_unconfigured_network_server_is_503(tts: Api) -> No
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"]["code"] == code
             assert "127.0.0.1" not in answer.text  # no internals in the message
+
+
+async def test_data_is_encoded_by_the_models_encode_downlink(
+    tts: Api, network_server: RecordingServer
+) -> None:
+    """Issue #17: ``{"data": ...}`` instead of ``payload_hex`` for a model with encodeDownlink
+    (the Device Repository's example wind sensor codec)."""
+    from tests.unit.test_codecs_vendor import vendor_codec
+
+    account = await make_account(tts.database_url)
+    network_server.requests.clear()
+    network_server.reply = (200, {})
+    source, spec = vendor_codec("example-windsensor")
+    model = await tts.client.post(
+        "/v1/models",
+        json={"id": "wind", "network": "lorawan", "codec": {"source": source}},
+        headers=account.headers,
+    )
+    assert model.status_code == 201, model.text
+    dev_eui = f"{account.user_id:016X}"
+    created = await tts.client.post(
+        "/v1/devices", json={"id": dev_eui, "model": "wind"}, headers=account.headers
+    )
+    assert created.status_code == 201, created.text
+    example = spec["downlinkEncoder"]["examples"][0]
+    answer = await tts.client.post(
+        f"/v1/devices/{dev_eui}/downlinks",
+        json={"data": example["input"]["data"]},
+        headers=account.headers,
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["port"] == example["output"]["fPort"]
+    assert bytes.fromhex(answer.json()["payload_hex"]) == bytes(example["output"]["bytes"])
+    [request] = network_server.requests
+    assert (
+        request.body["downlinks"][0]["frm_payload"]
+        == base64.b64encode(bytes(example["output"]["bytes"])).decode()
+    )
+    refused = await tts.client.post(
+        f"/v1/devices/{dev_eui}/downlinks",
+        json={"data": {"led": "blue"}},
+        headers=account.headers,
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "codec_error")
+    both = await tts.client.post(
+        f"/v1/devices/{dev_eui}/downlinks",
+        json={"data": {"led": "red"}, "payload_hex": "01", "port": 2},
+        headers=account.headers,
+    )
+    assert both.status_code == 422
+    lpp = f"{account.user_id + 10**9:016X}"
+    await tts.client.post(
+        "/v1/devices", json={"id": lpp, "model": "lorawan-lpp"}, headers=account.headers
+    )
+    no_encoder = await tts.client.post(
+        f"/v1/devices/{lpp}/downlinks", json={"data": {"x": 1}}, headers=account.headers
+    )
+    assert (no_encoder.status_code, no_encoder.json()["error"]["code"]) == (422, "no_encoder")
