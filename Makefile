@@ -37,9 +37,11 @@ fmt: sync
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-## docs/configuration.md from the settings class (a unit test fails when it is out of date).
+## docs/configuration.md from the settings class, docs/asyncapi.json from the topics and their
+## schemas (unit tests fail when either is out of date).
 docs: sync
 	$(UV) run python -m services.entrypoints.config_reference
+	$(UV) run python -m services.entrypoints.asyncapi
 
 ## Benchmarks (figures land in docs/benchmarks.md).
 bench: sync

@@ -9,7 +9,7 @@ import contextlib
 import logging
 
 from api.context import ApiContext, ApiServices
-from api.ratelimit import AccountLimiter
+from api.ratelimit import AccountLimiter, open_storage
 from services.accounts import LastUsed, usage
 from services.commands import CommandPublisher, NoBroker, PahoCommandPublisher
 from services.downlinks import NetworkServer, network_servers
@@ -61,7 +61,7 @@ async def start_api_services(ctx: ApiContext) -> None:
         log.error(problem)
     services = ApiServices(
         limiter=AccountLimiter(
-            settings.rate_limit_storage,
+            open_storage(settings.rate_limit_storage, pool=ctx.pool),
             per_minute=settings.rate_limit_per_minute,
             per_day=settings.rate_limit_per_day,
         ),
@@ -82,6 +82,7 @@ async def start_api_services(ctx: ApiContext) -> None:
         except Exception:
             log.warning("could not write last_used/usage at shutdown", exc_info=True)
         await services.commands.close()
+        await services.limiter.close()
         if services.network_server is not None:
             await services.network_server.close()
 

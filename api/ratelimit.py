@@ -3,7 +3,9 @@
 An account (an integrator with its users, or a standalone user) has two fixed windows: per
 minute and per day (defaults from settings, raised per account in ``users.rate_per_*``). The
 counters live in the ``limits`` storage of ``HIVEPIPE_RATE_LIMIT_STORAGE``: process memory for
-one API process (the embedded mode), Redis (``redis://host:6379``) when several share the load.
+one API process, and for several sharing the load either hivepipe's PostgreSQL
+(``postgresql://``, the ``rate_limits`` table: what ``hivepipe up`` uses when it runs several
+API processes) or Redis (``redis://host:6379``).
 
 Only authenticated requests are counted (the check runs in the auth dependency, so callbacks,
 ``/healthz``, ``/readyz``, ``/metrics`` and the docs are never limited). The headers describe
@@ -17,11 +19,16 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.aio.storage import Storage
 from limits.storage import storage_from_string
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.accounts import PostgresStorage, uses_own_database
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +68,27 @@ def storage_uri(setting: str) -> str:
     return setting if setting.startswith("async+") else f"async+{setting}"
 
 
-class AccountLimiter:
-    """Fixed windows per account: a minute and a day, each counted in the ``limits`` storage."""
+def open_storage(
+    setting: str, *, pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]] | None = None
+) -> Storage:
+    """The async ``limits`` storage of ``HIVEPIPE_RATE_LIMIT_STORAGE``; ``postgresql://``
+    alone counts in hivepipe's database through ``pool`` (the API process's)."""
+    if uses_own_database(setting):
+        assert pool is not None, "postgresql:// counts in the API's database: a pool is required"
+        return PostgresStorage(pool=pool)
+    uri = storage_uri(setting)
+    options: dict[str, str] = {"implementation": "redispy"} if "redis" in uri else {}
+    store = storage_from_string(uri, **options)
+    assert isinstance(store, Storage), "an async storage is required"
+    return store
 
-    def __init__(self, storage: str, *, per_minute: int, per_day: int) -> None:
-        uri = storage_uri(storage)
-        options: dict[str, str] = {"implementation": "redispy"} if "redis" in uri else {}
-        store = storage_from_string(uri, **options)
-        assert isinstance(store, Storage), "an async storage is required"
-        self._storage = store
+
+class AccountLimiter:
+    """Fixed windows per account: a minute and a day, each counted in the ``limits`` storage
+    (given, or named by its ``HIVEPIPE_RATE_LIMIT_STORAGE`` URI)."""
+
+    def __init__(self, storage: str | Storage, *, per_minute: int, per_day: int) -> None:
+        self._storage = open_storage(storage) if isinstance(storage, str) else storage
         self._per_minute = per_minute
         self._per_day = per_day
         self._items: dict[tuple[str, int], RateLimitItem] = {}
@@ -84,8 +103,11 @@ class AccountLimiter:
 
     async def _hit(self, item: RateLimitItem, account: str) -> tuple[bool, Window]:
         key = item.key_for(account)
-        count = await self._storage.incr(key, item.get_expiry())
-        reset = await self._storage.get_expiry(key)
+        if isinstance(self._storage, PostgresStorage):  # the count and the end in one round trip
+            count, reset = await self._storage.hit(key, item.get_expiry())
+        else:
+            count = await self._storage.incr(key, item.get_expiry())
+            reset = await self._storage.get_expiry(key)
         window = Window(limit=item.amount, remaining=max(0, item.amount - count), reset=reset)
         return count <= item.amount, window
 
@@ -117,6 +139,11 @@ class AccountLimiter:
     async def reset(self) -> None:
         """Forget every counter (tests)."""
         await self._storage.reset()
+
+    async def close(self) -> None:
+        """Close what the storage opened itself (a PostgreSQL pool of its own)."""
+        if isinstance(self._storage, PostgresStorage):
+            await self._storage.close()
 
 
 class RateLimitHeaders:

@@ -8,6 +8,7 @@ from ingest.http import lorawan, sigfox
 from ingest.http.common import ingest_publisher
 from ingest.http.shortcut import CallbackShortcut
 from ingest.http.sigfox import ANSWER_POOL_SIZE
+from ingest.http.timing import CallbackTiming
 
 router = APIRouter(prefix="/callbacks", route_class=OrjsonRoute)
 router.include_router(sigfox.router)
@@ -16,6 +17,7 @@ router.include_router(lorawan.router)
 __all__ = [
     "ANSWER_POOL_SIZE",
     "CallbackShortcut",
+    "CallbackTiming",
     "ingest_publisher",
     "router",
 ]

@@ -9,7 +9,7 @@ import logging
 import signal
 
 from ingest.mqtt.adapter import MqttIngest
-from services.platform import Settings, runtime
+from services.platform import Settings, metrics, runtime
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +21,7 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     if settings.mqtt_metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.mqtt_metrics_port, addr=settings.api_host)
+        metrics.serve(settings.mqtt_metrics_port, settings.api_host)
     ingest = MqttIngest(settings)
     await ingest.start()
     runtime.settle_heap()

@@ -1,5 +1,6 @@
 """Users, integrators and their accounts: API keys and scopes, the keys' ``last_used``, the
-usage figures per user and day, and the account's profile (name, contact, country)."""
+usage figures per user and day, the account's profile (name, contact, country), and the rate-limit
+counters several API processes share (``rate_limits``)."""
 
 from services.accounts import keys, profile, usage, users
 from services.accounts.admin import admin_key
@@ -14,6 +15,7 @@ from services.accounts.keys import (
 )
 from services.accounts.last_used import LastUsed
 from services.accounts.profile import Profile
+from services.accounts.rate_counters import PostgresStorage, uses_own_database
 from services.accounts.scopes import PRESETS, SCOPES, InvalidScopes, expand_scopes
 from services.accounts.users import USERNAME
 
@@ -21,6 +23,7 @@ __all__ = [
     "InvalidScopes",
     "LastUsed",
     "PRESETS",
+    "PostgresStorage",
     "Principal",
     "Profile",
     "SCOPES",
@@ -37,4 +40,5 @@ __all__ = [
     "store_key",
     "usage",
     "users",
+    "uses_own_database",
 ]

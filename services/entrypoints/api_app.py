@@ -132,6 +132,7 @@ def create_app(
     install_openapi_errors(app)
     app.add_middleware(callbacks.CallbackShortcut)  # inside the body limit, outside everything else
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(callbacks.CallbackTiming)  # outermost: the whole answer
     for router in routers(callbacks=callbacks.router):
         app.include_router(router)
     return app

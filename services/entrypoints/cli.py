@@ -10,6 +10,7 @@ import typer
 
 from services.entrypoints.cli_accounts import accounts_app
 from services.entrypoints.cli_keys import keys_app
+from services.entrypoints.cli_status import status
 from services.entrypoints.cli_users import users_app
 from services.entrypoints.topics_cli import topics_app
 from services.platform import Settings
@@ -21,6 +22,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(topics_app, name="topics")
+app.command()(status)
 
 
 def _settings(*, verbose: bool = False) -> Settings:
@@ -95,7 +97,7 @@ def worker(
     event (ready, rebalances, journal replays, failures) at INFO."""
     import asyncio
 
-    from services.platform import ALL_TOPICS, ensure_topics, lower_priority
+    from services.platform import ALL_TOPICS, ensure_topics, lower_priority, metrics
     from stream import Worker, create_app
 
     settings = _settings(verbose=verbose)
@@ -105,9 +107,7 @@ def worker(
         ensure_topics(settings.kafka, [settings.topic(t) for t in ALL_TOPICS], settings.partitions)
     )
     if settings.worker_metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.worker_metrics_port, addr=settings.api_host)
+        metrics.serve(settings.worker_metrics_port, settings.api_host)
     faust_app = create_app(settings)
     Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from services.entrypoints.embedded import free_port
 from services.entrypoints.supervised import Supervised
 from services.platform import Settings
 
@@ -137,6 +138,28 @@ def mqtt_shares_subscriptions(settings: Settings) -> bool:
         return False
 
 
+#: Where several API processes count rate limits together when none is configured: hivepipe's
+#: own database (``services.accounts.rate_counters``).
+SHARED_RATE_LIMITS = "postgresql://"
+
+
+def api_rate_limit_storage(settings: Settings) -> str:
+    """The rate-limit storage of the API processes: the configured one, except that several
+    processes never count in their own memory each (an account would get N times its limits):
+    they share hivepipe's PostgreSQL then. One process keeps its memory (no round trip)."""
+    storage = settings.rate_limit_storage
+    if settings.api_processes > 1 and storage.removeprefix("async+").startswith("memory"):
+        return SHARED_RATE_LIMITS
+    return storage
+
+
+def metrics_port(configured: int | None, n: int) -> int:
+    """Where worker (or MQTT adapter) ``n`` serves its metrics: the configured port for the
+    first and the next ones for the others (two processes cannot share one), else a free one
+    (``hivepipe status`` reads them all, from ``processes.json``)."""
+    return configured + n - 1 if configured else free_port()
+
+
 Spawn = Callable[..., subprocess.Popen[bytes]]
 
 
@@ -152,22 +175,41 @@ def start_roles(
     when the broker has no shared subscriptions: ``mqtt_shared`` False) and
     ``settings.api_processes`` API processes serving ``api``, each supervised on its own."""
     fd = api.fileno()
+    api_env = {**env, "HIVEPIPE_RATE_LIMIT_STORAGE": api_rate_limit_storage(settings)}
 
     def api_process() -> RoleProcess:
-        return RoleProcess(spawn("api", env, args=("--fd", str(fd)), pass_fds=(fd,)))
+        return RoleProcess(spawn("api", api_env, args=("--fd", str(fd)), pass_fds=(fd,)))
 
     def worker(n: int) -> Supervised:
         # A stable name in the consumer group: the worker started again takes its partitions
         # back at once (static membership) instead of waiting for the dead member's session
         # to expire.
-        worker_env = {**env, "HIVEPIPE_WORKER_INSTANCE": worker_instance(settings, n)}
+        port = metrics_port(settings.worker_metrics_port, n)
+        worker_env = {
+            **env,
+            "HIVEPIPE_WORKER_INSTANCE": worker_instance(settings, n),
+            "HIVEPIPE_WORKER_METRICS_PORT": str(port),
+        }
         return Supervised(
-            f"worker-{n}", "worker", lambda: RoleProcess(spawn("worker", worker_env), 30.0)
+            f"worker-{n}",
+            "worker",
+            lambda: RoleProcess(spawn("worker", worker_env), 30.0),
+            metrics_port=port,
         )
 
     def adapter(n: int) -> Supervised:
-        adapter_env = {**env, "HIVEPIPE_MQTT_CLIENT_ID": mqtt_client_id(settings, n)}
-        return Supervised(f"mqtt-{n}", "mqtt", lambda: RoleProcess(spawn("mqtt", adapter_env)))
+        port = metrics_port(settings.mqtt_metrics_port, n)
+        adapter_env = {
+            **env,
+            "HIVEPIPE_MQTT_CLIENT_ID": mqtt_client_id(settings, n),
+            "HIVEPIPE_MQTT_METRICS_PORT": str(port),
+        }
+        return Supervised(
+            f"mqtt-{n}",
+            "mqtt",
+            lambda: RoleProcess(spawn("mqtt", adapter_env)),
+            metrics_port=port,
+        )
 
     adapters = settings.mqtt_adapters
     if adapters > 1 and not mqtt_shared:
@@ -182,11 +224,9 @@ def start_roles(
     roles += [
         Supervised(f"api-{n}", "api", api_process) for n in range(1, settings.api_processes + 1)
     ]
-    if settings.api_processes > 1 and settings.rate_limit_storage.startswith("memory"):
-        log.warning(
-            "%d API processes count rate limits each in its own memory: an account may get up "
-            "to %d times its limits (HIVEPIPE_RATE_LIMIT_STORAGE=redis://... shares them)",
-            settings.api_processes,
+    if api_env["HIVEPIPE_RATE_LIMIT_STORAGE"] != settings.rate_limit_storage:
+        log.info(
+            "%d API processes count rate limits together in PostgreSQL (the rate_limits table)",
             settings.api_processes,
         )
     return roles

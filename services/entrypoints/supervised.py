@@ -68,9 +68,12 @@ class Supervised:
         running: Process | None = None,
         policy: RestartPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics_port: int | None = None,
     ) -> None:
         self.name = name
         self.role = role
+        #: Where the process serves its Prometheus metrics (``hivepipe status`` reads them).
+        self.metrics_port = metrics_port
         self.policy = policy or RestartPolicy()
         self.restarts = 0
         #: Incremented by every start: a change tells the supervisor this process is a new one.

@@ -28,6 +28,7 @@ from services.entrypoints import embedded
 from services.entrypoints.bootstrap import callback_token, ensure_admin_key
 from services.entrypoints.broker_watch import BrokerWatch
 from services.entrypoints.installation import previous_port, write_urls
+from services.entrypoints.process_table import ProcessTableFile
 from services.entrypoints.roles import (
     api_answers,
     bind_api_socket,
@@ -176,6 +177,7 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
     servers = [supervise_server(server) for server in install.servers]
     roles: list[Supervised] = []
     listener: socket.socket | None = None
+    table = ProcessTableFile(install.settings.data_dir)  # for `hivepipe status`
     try:
         s = install.settings
         key = asyncio.run(prepare(s))
@@ -203,6 +205,7 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
         while not stop["signal"]:
             for child in (*servers, *roles):
                 child.check()
+            table.update([*servers, *roles])
             if broker is not None:
                 broker.check(time.monotonic())
             if not announced and api_answers(s):
@@ -221,3 +224,4 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
             listener.close()  # the API processes hold it until they stop
         stop_in_order(roles, servers, drain=2 * install.settings.flush_interval + 1.0)
         install.servers.clear()
+        table.remove()

@@ -50,7 +50,7 @@ from services.webhooks.registrations import (
     webhook_body,
 )
 from services.webhooks.resolver import CachingResolver, ResolutionError, system_resolve
-from services.webhooks.retry_queue import schedule_redelivery
+from services.webhooks.retry_queue import RetryBacklog, retry_backlog, schedule_redelivery
 from services.webhooks.signing import generate_secret, message_id, signed_headers
 from services.webhooks.url_parsing import WebhookURL, parse_webhook_url, validate_webhook_url
 from services.webhooks.url_rules import WebhookRules, WebhookURLError, parse_cidrs
@@ -75,6 +75,7 @@ __all__ = [
     "PgDeliveryStore",
     "RefusedAddress",
     "ResolutionError",
+    "RetryBacklog",
     "RetryPolicy",
     "SenderConfig",
     "SentRequest",
@@ -103,6 +104,7 @@ __all__ = [
     "parse_webhook_url",
     "prepare_fresh",
     "prepare_retries",
+    "retry_backlog",
     "retry_delay",
     "schedule_redelivery",
     "send_batch",

@@ -1,12 +1,13 @@
 """The webhook retry queue in PostgreSQL (``webhook_retries``): due points claimed with
 ``FOR UPDATE SKIP LOCKED`` and a lease, so the queue survives a worker restart and is shared by
 every worker; points queued or rescheduled, finished ones removed; and a recorded attempt's
-point queued again on request (redelivery).
+point queued again on request (redelivery); the backlog an operator watches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from services.devices import CURRENT_OWNERS
 from services.webhooks.model import Delivery, RetryRow
@@ -124,3 +125,25 @@ async def schedule_redelivery(conn: Conn, *, webhook_id: int, delivery_id: int) 
         (delivery_id, webhook_id),
     )
     return await cur.fetchone()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBacklog:
+    """The retry queue at a glance: points waiting for another attempt, how many of them are
+    due now, and how long the oldest has waited (s; 0 when the queue is empty)."""
+
+    points: int
+    due: int
+    oldest_seconds: float
+
+
+async def retry_backlog(conn: Conn) -> RetryBacklog:
+    """The retry queue's :class:`RetryBacklog` (one scan of ``webhook_retries``)."""
+    cur = await conn.execute(
+        "SELECT count(*) AS points, count(*) FILTER (WHERE due_at <= now()) AS due,"
+        " coalesce(extract(epoch FROM now() - min(queued)), 0)::float8 AS oldest"
+        " FROM webhook_retries"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return RetryBacklog(int(row["points"]), int(row["due"]), float(row["oldest"]))

@@ -75,8 +75,10 @@ class Pipeline:
         timeout: float = 120.0,
         api_port: int | None = None,
         metrics_port: int | None = None,
+        settings: dict[str, str] | None = None,
     ) -> Pipeline:
-        """``hivepipe up`` in ``workdir``; returns once it printed its banner."""
+        """``hivepipe up`` in ``workdir``; returns once it printed its banner. ``settings``:
+        ``HIVEPIPE_*`` variables of its own (``HIVEPIPE_WORKERS``...)."""
         api_port = api_port or embedded.free_port()
         metrics_port = metrics_port or embedded.free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HIVEPIPE_")}
@@ -85,6 +87,7 @@ class Pipeline:
             "HIVEPIPE_DATA_DIR": str(data_dir),
             "HIVEPIPE_API_PORT": str(api_port),
             "HIVEPIPE_SUPERVISOR_METRICS_PORT": str(metrics_port),
+            **(settings or {}),
         }
         log_path = workdir / "hivepipe-up.log"
         with log_path.open("a") as log:

@@ -36,6 +36,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/v1/devices/{device_id}/place"): {"place": None},
     ("POST", "/graphql"): {"query": "{ devices { id } }"},
 }
+#: The deliberate exceptions to "every route needs a key": static pages that carry no data.
+#: GraphiQL (``GET /v1/graphql`` for a browser) must open before a key is typed in its headers
+#: pane; the queries it sends are ``POST /v1/graphql``, which needs the key like every route.
+#: ``test_the_explorer_page_is_static_and_its_queries_need_a_key`` checks what this allows.
+KEYLESS_PAGES = {("GET", "/v1/graphql")}
 #: Values for required query parameters.
 QUERY_VALUES = {"bucket": "3600", "confirm": "b-only-key"}
 LEAKS = re.compile(r"Traceback|SELECT |INSERT |psycopg|/work/|\.py\b|line \d+|Exception", re.I)
@@ -71,8 +76,9 @@ def _authenticated(route: APIRoute) -> bool:
     return False
 
 
-def cases(app: Any) -> list[Case]:
-    """Every (method, path) of the app under /v1 and /graphql, included routers flattened."""
+def cases(app: Any, *, keyless: bool = False) -> list[Case]:
+    """Every (method, path) of the app under /v1 and /graphql, included routers flattened;
+    the :data:`KEYLESS_PAGES` only with ``keyless``."""
     found = []
     for context in iter_route_contexts(app.routes):
         route, path = context.original_route, context.path or ""
@@ -83,6 +89,8 @@ def cases(app: Any) -> list[Case]:
         scopes = _scopes_of(route)
         assert len(scopes) <= 1, f"{path}: several scopes {scopes}"
         for method in sorted(context.methods or ()):
+            if (method, path) in KEYLESS_PAGES and not keyless:
+                continue
             found.append(Case(method, path, next(iter(scopes), None), route))
     return found
 
@@ -188,6 +196,43 @@ def test_every_v1_route_is_authenticated_and_scoped(world: World) -> None:
         assert _authenticated(case.route), f"{case.method} {case.template} has no auth"
         if case.template not in ("/graphql", "/v1/graphql"):  # GraphQL: each field checks
             assert case.scope in SCOPES, f"{case.method} {case.template} checks no scope"
+
+
+async def test_the_explorer_page_is_static_and_its_queries_need_a_key(world: World) -> None:
+    # The exemption covers exactly the explorer page, which is indeed without a key.
+    unauthenticated = {
+        (c.method, c.template)
+        for c in cases(world.api.app, keyless=True)
+        if not _authenticated(c.route)
+    }
+    assert unauthenticated == KEYLESS_PAGES
+    client = world.api.client
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    pages = [
+        await client.get("/v1/graphql", headers={**browser, **extra})
+        for extra in ({}, world.a.headers, world.b.headers, {"X-API-Key": "A" * 64})
+    ]
+    for page in pages:
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.text == pages[0].text  # the same static page whoever asks: no data in it
+        assert "set-cookie" not in page.headers
+    for marker in (world.b_device, world.b_user, "b-only-key", "tenant-a", "tenant-b"):
+        assert marker not in pages[0].text
+    assert "GraphiQL" in pages[0].text
+    assert '\\"X-API-Key\\": \\"<your API key>\\"' in pages[0].text  # the headers pane
+    # What it sends, POST, needs the key; GET serves nothing but the page.
+    query = {"query": "{ devices { id } }"}
+    assert (await client.post("/v1/graphql", json=query)).status_code == 401
+    assert (await client.post("/v1/graphql", json=query, headers=browser)).status_code == 401
+    not_browser = await client.get("/v1/graphql", params={"query": "{ devices { id } }"})
+    assert not_browser.status_code == 405
+    assert not_browser.headers["allow"] == "POST"
+    assert world.b_device not in not_browser.text
+    answer = await client.post("/v1/graphql", json=query, headers=world.b.headers)
+    assert answer.status_code == 200
+    assert world.b_device in answer.text
 
 
 async def test_without_a_key_every_route_is_401(world: World) -> None:

@@ -107,6 +107,24 @@ def test_an_unreachable_broker_is_taken_for_one_without_shared_subscriptions() -
     assert roles.mqtt_shares_subscriptions(settings) is False
 
 
+@pytest.mark.parametrize(
+    ("processes", "configured", "used"),
+    [
+        (2, "memory://", "postgresql://"),  # the default: shared without configuration
+        (3, "async+memory://", "postgresql://"),
+        (1, "memory://", "memory://"),  # one process: no round trip per request
+        (2, "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        (2, "postgresql://", "postgresql://"),
+    ],
+)
+def test_several_api_processes_count_rate_limits_together(
+    processes: int, configured: str, used: str
+) -> None:
+    _, spawn = _start(api_processes=processes, rate_limit_storage=configured)
+    storages = {p.env["HIVEPIPE_RATE_LIMIT_STORAGE"] for p in spawn.started if p.role == "api"}
+    assert storages == {used}
+
+
 def test_the_banner_keeps_the_lines_scripts_read(tmp_path: Path) -> None:
     started, _ = _start(workers=2)
     settings = Settings(
