@@ -15,6 +15,7 @@ from services.commands import CommandPublisher
 from services.devices import DeviceDirectory
 from services.downlinks import NetworkServer
 from services.platform import OutboxRelay, Publisher, Settings
+from services.uplinks import ClaimGroups
 from services.webhooks import CachingResolver
 
 Pool = AsyncConnectionPool[AsyncConnection[dict[str, Any]]]
@@ -45,6 +46,8 @@ class ApiContext:
     services: ApiServices | None = None
     #: The callbacks' publisher: ``publisher`` wrapped to re-create lost topics (set lazily).
     ingest_publisher: Publisher | None = None
+    #: The uplink callbacks' grouped claims (``HIVEPIPE_CLAIM_SLOTS``; set lazily, None: off).
+    claims: ClaimGroups | None = None
     #: Connections of the Sigfox downlink answer alone (None: it uses ``pool``).
     answer_pool: Pool | None = None
     #: Publishes the outbox (Orbit events written with their state); None when not started.

@@ -1,8 +1,8 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
 Usage: ``make bench`` or ``uv run python -m bench [--callbacks N] [--points N] [--only a,b]``.
-Sections: callbacks, journal, mqtt, orbit, webhooks, queries, auth. Each figure is reported with the
-baseline measured in the same run on the same servers.
+Sections: callbacks, journal, mqtt, orbit, webhooks, queries, auth, broker, scale_out,
+codecs. Each figure is reported with the baseline measured in the same run on the same servers.
 """
 
 from __future__ import annotations
@@ -18,10 +18,24 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.callbacks import Figures, baseline_insert, baseline_kafka, drive_callbacks
+from bench.chart import write_chart
+from bench.cpu import describe, measured
 from bench.env import Running, machine, running_pipeline
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-SECTIONS = ("callbacks", "journal", "mqtt", "orbit", "webhooks", "queries", "auth")
+CHART = DOC.with_suffix(".png")
+SECTIONS = (
+    "callbacks",
+    "journal",
+    "mqtt",
+    "orbit",
+    "webhooks",
+    "queries",
+    "auth",
+    "broker",
+    "scale_out",
+    "codecs",
+)
 
 
 def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) -> None:
@@ -37,13 +51,18 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
             seq_base=args.callbacks // 1000 + 1,
         )
     )
+    # CPU per callback, per process, at the same steady rate (devices already registered).
+    cpu = steady_cpu(run, 5_000, args.callbacks // 1000 + 20, figures)
+    args.cpu = cpu
     kafka_rate = asyncio.run(baseline_kafka(run, args.callbacks))
     insert_rate = asyncio.run(baseline_insert(run, args.callbacks * 4))
     figures.add(
         "baseline: raw aiokafka produce+consume (acks=all)", f"{kafka_rate:,.0f} msg/s", "1"
     )
     figures.add(
-        "baseline: raw multi-row INSERT, 1,000 rows each", f"{insert_rate:,.0f} rows/s", "1"
+        "baseline: raw multi-row INSERT, 1,000 rows each, logged table shaped like points",
+        f"{insert_rate:,.0f} rows/s",
+        "1",
     )
     figures.add(
         f"Sigfox callbacks accepted ({args.callbacks:,}, 4 points each, 64 concurrent)",
@@ -53,7 +72,14 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
     figures.add(
         "data points stored end to end (callback → PostgreSQL)",
         f"{result['points_rate']:,.0f} /s",
-        f"{result['points_rate'] / insert_rate:.2f} × raw INSERT",
+        f"{result['points_rate'] / insert_rate:.2f} × raw INSERT; target ≥ 12,000/s"
+        " (Node-RED flow here: 7,894–8,605)",
+    )
+    figures.add(
+        f"CPU per Sigfox callback at a steady {steady_rate:,.0f}/s, every process"
+        " (load generator excluded)",
+        describe(cpu),
+        "target ≤ 1.0 ms (Node-RED flow here: 0.96)",
     )
     figures.add(
         "latency callback → stored during the flood, p50 / p99",
@@ -63,10 +89,11 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
     figures.add(
         f"latency callback → stored at a steady {steady_rate:,.0f} callbacks/s, p50 / p99",
         f"{steady['p50']:.0f} / {steady['p99']:.0f} ms",
-        f"{steady['stored_points']:,.0f} of {steady_n * 4:,} points stored",
+        f"{steady['stored_points']:,.0f} of {steady_n * 4:,} points stored; target p99 < 150 ms",
     )
     args.kafka_rate = kafka_rate
     args.insert_rate = insert_rate
+    args.stored["Sigfox flood"] = result["points_rate"]
     args.flood = result
 
 
@@ -84,10 +111,39 @@ def section_journal(run: Running, args: argparse.Namespace, figures: Figures) ->
     )
 
 
+def steady_cpu(run: Running, n: int, seq_base: int, figures: Figures) -> dict[str, float]:
+    """CPU per callback by process at 500 callbacks/s (devices already registered)."""
+    return measured(
+        run.pids(),
+        n,
+        lambda: asyncio.run(
+            drive_callbacks(run, n, figures=figures, rate=500.0, seq_base=seq_base, register=False)
+        ),
+    )
+
+
+def section_broker(run: Running, args: argparse.Namespace, figures: Figures) -> None:
+    """Does the embedded broker's cost per message grow with what it holds? The same steady
+    load on the broker as it is, then after a million more messages (uplink-sized, on a topic
+    of their own)."""
+    from bench.callbacks import fill_topic
+
+    before = steady_cpu(run, 5_000, args.callbacks // 1000 + 40, figures)
+    fill_rate = asyncio.run(fill_topic(run, args.fill))
+    after = steady_cpu(run, 5_000, args.callbacks // 1000 + 60, figures)
+    figures.add(
+        f"CPU per callback at 500/s, then again after {args.fill:,} more messages in the"
+        " embedded broker",
+        f"{describe(before)} → {describe(after)}",
+        f"tansu {after['tansu'] / before['tansu']:.2f} × (filled at {fill_rate:,.0f} msg/s)",
+    )
+
+
 def section_mqtt(run: Running, args: argparse.Namespace, figures: Figures) -> None:
-    from bench.mqtt import bench_mqtt
+    from bench.mqtt import bench_mqtt, mqtt_cpu
 
     result = asyncio.run(bench_mqtt(run, args.mqtt))
+    args.stored["MQTT flood"] = result["stored_rate"]
     ratio = f"{result['rate'] / args.kafka_rate:.2f} × raw Kafka" if args.kafka_rate else ""
     figures.add(
         f"MQTT messages accepted ({args.mqtt:,}, QoS 1, acked after Kafka)",
@@ -98,6 +154,12 @@ def section_mqtt(run: Running, args: argparse.Namespace, figures: Figures) -> No
         "MQTT points stored end to end (publish → PostgreSQL)",
         f"{result['stored_rate']:,.0f} /s",
         f"{result['stored']:,.0f} of {args.mqtt:,} stored",
+    )
+    cpu = mqtt_cpu(run)
+    figures.add(
+        "CPU per MQTT message at a steady 500/s, every process (publisher excluded)",
+        describe(cpu),
+        "target ≤ 0.6 ms (Node-RED flow here: 0.40–0.60)",
     )
 
 
@@ -164,6 +226,19 @@ def section_auth(run: Running, args: argparse.Namespace, figures: Figures) -> No
     )
 
 
+def section_scale_out(run: Running, args: argparse.Namespace, figures: Figures) -> None:
+    """1 vs 2 workers and the rebalance pauses, on a pipeline of its own (bench/scale_out.py)."""
+    from bench.scale_out import add_figures, bench_scale_out
+
+    add_figures(bench_scale_out(args.callbacks), figures, args.callbacks)
+
+
+def section_codecs(run: Running, args: argparse.Namespace, figures: Figures) -> None:
+    from bench.codecs import section_codecs as codecs
+
+    codecs(run, args.codec_uplinks, figures)
+
+
 RUNNERS: dict[str, Callable[[Running, argparse.Namespace, Figures], None]] = {
     "callbacks": section_callbacks,
     "journal": section_journal,
@@ -172,6 +247,9 @@ RUNNERS: dict[str, Callable[[Running, argparse.Namespace, Figures], None]] = {
     "webhooks": section_webhooks,
     "queries": section_queries,
     "auth": section_auth,
+    "broker": section_broker,
+    "scale_out": section_scale_out,
+    "codecs": section_codecs,
 }
 
 
@@ -180,9 +258,13 @@ def main() -> None:
     parser.add_argument("--callbacks", type=int, default=20_000)
     parser.add_argument("--mqtt", type=int, default=20_000)
     parser.add_argument("--points", type=int, default=10_000_000)
+    parser.add_argument("--fill", type=int, default=1_000_000, help="messages for `broker`")
+    parser.add_argument("--codec-uplinks", type=int, default=5_000, help="for `codecs`")
     parser.add_argument("--only", default=",".join(SECTIONS))
     args = parser.parse_args()
     args.kafka_rate = args.insert_rate = 0.0
+    args.cpu = None
+    args.stored = {}
     args.flood = None
     wanted = [name for name in SECTIONS if name in args.only.split(",")]
     console = Console()
@@ -203,6 +285,8 @@ def main() -> None:
     for row in figures.rows:
         table.add_row(*row)
     console.print(table)
+    if args.insert_rate and args.stored:
+        write_chart(CHART, stored=args.stored, insert_rate=args.insert_rate, cpu=args.cpu)
     write_doc(figures, wanted)
 
 
@@ -274,10 +358,27 @@ def write_doc(figures: Figures, sections: list[str]) -> None:
         "|---|---|---|",
         *(f"| {a} | {b} | {c} |" for a, b, c in figures.rows),
         "",
+        *([f"![throughput and CPU per uplink]({CHART.name})", ""] if CHART.exists() else []),
+        *dated_sections(DOC.read_text() if DOC.exists() else ""),
         *NOTES,
     ]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(lines))
+
+
+def dated_sections(doc: str) -> list[str]:
+    """The sections of an earlier ``docs/benchmarks.md`` whose heading starts with a date
+    (``## 2026-12-06: ...``): figures of a particular change, kept across runs."""
+    kept: list[str] = []
+    keeping = False
+    for line in doc.splitlines():
+        if line.startswith("## "):
+            keeping = line[3:7].isdigit()
+        if keeping:
+            kept.append(line)
+    if kept and kept[-1] != "":
+        kept.append("")
+    return kept
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.progress import Progress
 
 from bench.env import Running
-from services.platform.events import TOPIC_STORED, DataPoint, UplinkEnvelope, dumps
+from services.platform.events import TOPIC_READINGS, DataPoint, UplinkEnvelope, dumps
 
 
 @dataclass
@@ -70,6 +70,7 @@ async def drive_callbacks(
     figures: Figures,
     rate: float | None = None,
     seq_base: int = 0,
+    register: bool = True,
 ) -> dict[str, float]:
     """Post ``n`` callbacks, wait until every point is stored; returns the pipeline rates.
 
@@ -77,6 +78,7 @@ async def drive_callbacks(
     the latency is then mostly the age of the backlog); with it they are sent open-loop at
     ``rate`` per second. ``seq_base``: the first Sigfox seqNumber, so that a second run on one
     pipeline sends new uplinks, not duplicates. Only the points of this run's callbacks count.
+    ``register`` False: an earlier run registered the devices (only callbacks are sent).
     """
     s = run.settings
     # aiohttp, not httpx, drives the load: httpx's pool costs more CPU than the API under test.
@@ -85,7 +87,10 @@ async def drive_callbacks(
         httpx.AsyncClient(base_url=run.base_url, timeout=30) as admin,
         aiohttp.ClientSession(base_url=run.base_url, connector=connector) as client,
     ):
-        ids = await register_devices(admin, run.api_key, devices)
+        if register:
+            ids = await register_devices(admin, run.api_key, devices)
+        else:
+            ids = [f"B{i:05X}" for i in range(devices)]
         base_time = 1_700_000_000
         sent_at: dict[tuple[str, float], float] = {}
         latencies: list[float] = []
@@ -93,7 +98,7 @@ async def drive_callbacks(
         done = asyncio.Event()
 
         consumer = AIOKafkaConsumer(
-            s.topic(TOPIC_STORED),
+            s.topic(TOPIC_READINGS),
             bootstrap_servers=s.kafka,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
@@ -120,6 +125,7 @@ async def drive_callbacks(
         sem = asyncio.Semaphore(concurrency)
         headers = {"X-Callback-Token": s.token, "Content-Type": "application/json"}
         accepted = 0
+        answers: list[float] = []
         with Progress(transient=True) as progress:
             task = progress.add_task("Sigfox callbacks", total=n)
 
@@ -133,11 +139,13 @@ async def drive_callbacks(
                     await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
                 async with sem:
                     sent_at[(device, float(t))] = time.time()
+                    posted = time.perf_counter()
                     async with client.post(
                         "/callbacks/sigfox", data=orjson.dumps(body), headers=headers
                     ) as r:
                         await r.read()
                         status = r.status
+                    answers.append(time.perf_counter() - posted)
                 if status == 204:
                     accepted += 1
                 progress.advance(task)
@@ -160,6 +168,8 @@ async def drive_callbacks(
         "stored_points": stored_points,
         "p50": percentile(latencies, 0.50) * 1000,
         "p99": percentile(latencies, 0.99) * 1000,
+        "answer_p50": percentile(answers, 0.50) * 1000,
+        "answer_p99": percentile(answers, 0.99) * 1000,
     }
 
 
@@ -200,17 +210,53 @@ async def baseline_kafka(run: Running, n: int) -> float:
     return n / elapsed
 
 
+async def fill_topic(run: Running, n: int) -> float:
+    """``n`` uplink-sized messages into a topic of their own (acks=all), msgs/s: what a broker
+    that has run for a while holds."""
+    s = run.settings
+    topic = s.topic("bench-filler")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.kafka, acks="all", linger_ms=5, max_batch_size=1 << 20
+    )
+    await producer.start()
+    value = dumps(
+        UplinkEnvelope(
+            source="sigfox", device="B00000", received=1.7e9, payload_hex=frame(0), meta={"seq": 0}
+        )
+    )
+    started = time.perf_counter()
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("filling the broker", total=n)
+            for chunk in range(0, n, 10_000):
+                futures = [
+                    await producer.send(topic, value, key=b"k%d" % (i % 1000))
+                    for i in range(chunk, min(n, chunk + 10_000))
+                ]
+                await asyncio.gather(*futures)
+                progress.advance(task, len(futures))
+    finally:
+        await producer.stop()
+    return n / (time.perf_counter() - started)
+
+
 async def baseline_insert(run: Running, n_points: int) -> float:
-    """Raw multi-row INSERT of the same shape of points into the same database; rows/s."""
+    """Raw multi-row INSERT of the same shape of points into the same database; rows/s.
+
+    The table is logged (WAL, fsync'd commits) and shaped like ``points``: the same primary
+    key and the same ``(device, time DESC)`` index, so that the baseline pays what storing
+    points pays (a TEMP table, without WAL or the second index, flattered it)."""
     import psycopg
 
     url = run.settings.database_url or ""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("DROP TABLE IF EXISTS bench_baseline_points")
         await conn.execute(
-            "CREATE TEMP TABLE baseline (device text, metric text,"
-            " time timestamptz, value float8, unit text,"
+            "CREATE TABLE bench_baseline_points (device text NOT NULL, metric text NOT NULL,"
+            " time timestamptz NOT NULL, value float8 NOT NULL, unit text,"
             " PRIMARY KEY (device, metric, time))"
         )
+        await conn.execute("CREATE INDEX ON bench_baseline_points (device, time DESC)")
         points = [
             DataPoint(f"B{i % 1000:05X}", 1.6e9 + i, "temperature", 20.0, "°C")
             for i in range(n_points)
@@ -223,11 +269,13 @@ async def baseline_insert(run: Running, n_points: int) -> float:
             for p in part:
                 args.extend((p.device, p.metric, p.time, p.value, p.unit))
             await conn.execute(
-                f"INSERT INTO baseline VALUES {placeholders}"  # noqa: S608
+                f"INSERT INTO bench_baseline_points VALUES {placeholders}"  # noqa: S608
                 " ON CONFLICT DO NOTHING",
                 args,
             )
-        return n_points / (time.perf_counter() - started)
+        rate = n_points / (time.perf_counter() - started)
+        await conn.execute("DROP TABLE bench_baseline_points")
+        return rate
 
 
 def summarise(values: list[float]) -> float:

@@ -33,6 +33,15 @@ class Running:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.api_port}"
 
+    def pids(self, *, mqtt: bool = False) -> dict[str, int]:
+        """The pipeline's processes by name: its roles and its embedded servers (``tansu``,
+        ``postgres``; ``mqtt`` only when asked: it is not on the callbacks' path)."""
+        pids = {role: proc.pid for role, proc in self.procs.items()}
+        for server in self.install.servers:
+            if server.name != "mqtt" or mqtt:
+                pids[{"kafka": "tansu"}.get(server.name, server.name)] = server.pid
+        return pids
+
 
 @contextlib.contextmanager
 def running_pipeline(

@@ -13,16 +13,15 @@ import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 
+from bench.cpu import measured
 from bench.env import Running
 from ingest.mqtt.adapter import MqttIngest
+from services.entrypoints.roles import spawn_role, stop_process
 from services.platform.mqtt_address import parse_mqtt_url
 
 
-async def bench_mqtt(run: Running, n: int = 20_000, devices: int = 100) -> dict[str, float]:
-    """Publish ``n`` JSON measurements; time until the adapter has acked all of them."""
-    s = run.settings
-    assert s.database_url, "the bench needs the database"
-    with psycopg.connect(s.database_url, autocommit=True) as conn:
+def register_mqtt_devices(url: str, devices: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
         owner = conn.execute("SELECT id FROM users WHERE username = 'admin'").fetchone()
         assert owner is not None
         for i in range(devices):
@@ -31,6 +30,13 @@ async def bench_mqtt(run: Running, n: int = 20_000, devices: int = 100) -> dict[
                 " ON CONFLICT DO NOTHING",
                 (f"mq-{i}", owner[0]),
             )
+
+
+async def bench_mqtt(run: Running, n: int = 20_000, devices: int = 100) -> dict[str, float]:
+    """Publish ``n`` JSON measurements; time until the adapter has acked all of them."""
+    s = run.settings
+    assert s.database_url, "the bench needs the database"
+    register_mqtt_devices(s.database_url, devices)
     ingest = MqttIngest(s, client_id="hivepipe-bench-ingest")
     await ingest.start()
     await ingest.wait_subscribed()
@@ -63,13 +69,51 @@ async def bench_mqtt(run: Running, n: int = 20_000, devices: int = 100) -> dict[
     }
 
 
-async def _wait_stored(url: str, n: int, *, deadline: float) -> int:
+def mqtt_cpu(
+    run: Running, n: int = 5_000, rate: float = 500.0, devices: int = 100
+) -> dict[str, float]:
+    """CPU per MQTT message at a steady ``rate``, per process, with the MQTT adapter as its own
+    role process (``hivepipe ingest mqtt``), as ``hivepipe up`` runs it; the publisher (the
+    load generator) excluded. Returns ms per message by process and their ``total``."""
+    s = run.settings
+    assert s.database_url
+    assert s.mqtt_url
+    register_mqtt_devices(s.database_url, devices)
+    env = run.install.child_env()
+    env["HIVEPIPE_LOG_LEVEL"] = "warning"
+    adapter = spawn_role("mqtt", env)
+    address = parse_mqtt_url(s.mqtt_url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hivepipe-bench-steady")
+    client.max_inflight_messages_set(1000)
+    client.connect(address.host, address.port)
+    client.loop_start()
+
+    def publish(count: int, base: int) -> None:
+        started = time.perf_counter()
+        for i in range(count):
+            time.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            body = orjson.dumps({"time": base + i, "values": {"temperature": 20 + i % 10}})
+            client.publish(f"{s.mqtt_topic_prefix}/mq-{i % devices}/up", body, qos=1)
+        deadline = time.perf_counter() + 120
+        asyncio.run(_wait_stored(s.database_url or "", count, deadline=deadline, since=base))
+
+    try:
+        publish(500, 1_800_000_000)  # the adapter subscribed and warm
+        pids = {**run.pids(mqtt=True), "mqtt adapter": adapter.pid}
+        return measured(pids, n, lambda: publish(n, 1_900_000_000))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        stop_process(adapter)
+
+
+async def _wait_stored(url: str, n: int, *, deadline: float, since: int = 1_700_000_000) -> int:
     """Wait until the ``n`` points of this run are stored (or the deadline); returns the count."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         while True:
             cur = await conn.execute(
                 "SELECT count(*) FROM points WHERE device LIKE 'mq-%%' AND time >= %s",
-                (dt.datetime.fromtimestamp(1_700_000_000, dt.UTC),),
+                (dt.datetime.fromtimestamp(since, dt.UTC),),
             )
             row = await cur.fetchone()
             count = int(row[0]) if row else 0

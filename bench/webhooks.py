@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.callbacks import percentile
 from bench.env import Running
-from services.platform.events import TOPIC_STORED
+from services.platform.events import TOPIC_READINGS
 
 _NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 
@@ -135,6 +135,8 @@ def _message(device: str, n: int, points: int) -> tuple[bytes, dict[str, Any]]:
     base = 1_600_000_000 + n * points * 60
     value = {
         "device": device,
+        "time": base,
+        "uplink": f"bench-{device}-{n}",
         "points": [
             {
                 "device": device,
@@ -190,7 +192,7 @@ async def bench_webhooks(
         bootstrap_servers=s.kafka, acks="all", linger_ms=5, max_batch_size=1 << 20
     )
     await producer.start()
-    topic = s.topic(TOPIC_STORED)
+    topic = s.topic(TOPIC_READINGS)
     try:
         ids = await _setup(run, port, devices)
         # Warm-up: every device once (webhook cache, connections), not measured.

@@ -2,7 +2,7 @@
 settling are the steps of :mod:`services.webhooks.batches`, the database is
 :mod:`services.webhooks.delivery_store`.
 
-- ``webhooks`` (agent on ``stored``): per batch, one lookup of the devices' webhooks (cached),
+- ``webhooks`` (agent on ``readings``): per batch, one lookup of the devices' webhooks (cached),
   then every point to every webhook, per device in order, and the results written before the
   batch is acknowledged (at-least-once: a batch cut short by a crash is sent again; receivers
   deduplicate on ``webhook-id``). Several batches are in flight at once (a slow receiver
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.platform import TOPIC_DEAD_LETTER, TOPIC_STORED, Message, Publisher, Settings
+from services.platform import TOPIC_DEAD_LETTER, TOPIC_READINGS, Message, Publisher, Settings
 from services.webhooks import (
     Batch,
     CachingResolver,
@@ -82,7 +82,8 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 def register(app: HivepipeApp, settings: Settings) -> None:
     """Register the webhook agent, the retry poller and the housekeeping timer on ``app``."""
 
-    stored = app.topic(settings.topic(TOPIC_STORED), value_serializer="raw", key_serializer="raw")
+    # ``readings``: one message per stored uplink, with its points.
+    stored = app.topic(settings.topic(TOPIC_READINGS), value_serializer="raw", key_serializer="raw")
     sender = HttpWebhookSender(
         rules=webhook_rules(settings),
         resolver=CachingResolver(),

@@ -57,16 +57,20 @@ def register(app: HivepipeApp, settings: Settings) -> None:
                 continue
 
             async def run(batch: list[UplinkEnvelope] = envelopes) -> Any:
-                result = await process_uplinks(
+                ids = [envelope.id for envelope in batch]
+
+                async def forget(conn: Any) -> None:
+                    await journal.forget(conn, ids, in_transaction=True)
+
+                # Stored: the journal need not keep them any more (in the same transaction).
+                return await process_uplinks(
                     batch,
                     pool=pool,
                     publisher=publisher,
                     directory=directory,
                     topic=settings.topic,
+                    also=forget if settings.intake_journal else None,
+                    codecs=app.resources.codecs,
                 )
-                if settings.intake_journal:  # stored: the journal need not keep them any more
-                    async with pool.connection() as conn:
-                        await journal.forget(conn, [envelope.id for envelope in batch])
-                return result
 
             await retry_forever("storing a batch of uplinks", run)

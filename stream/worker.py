@@ -7,8 +7,9 @@ import logging
 from typing import Any
 
 from services.platform import Settings, runtime
-from stream import deliveries, journal_replay, orbit_acks, uplinks
+from stream import deliveries, journal_replay, lag, orbit_acks, uplinks
 from stream.app import HivepipeApp, ready_file
+from stream.monitor import LeanMonitor
 from stream.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,12 @@ def create_app(settings: Settings) -> HivepipeApp:
         "broker_session_timeout": settings.consumer_session_timeout,
         "broker_rebalance_timeout": settings.consumer_session_timeout,
         "broker_heartbeat_interval": min(3.0, settings.consumer_session_timeout / 4),
+        # No Faust tables, so no standbys: with Faust's default of one, its sticky assignor
+        # balances up to ceil(partitions / workers) each, and a third worker on 4 partitions
+        # got none (2 + 2 + 0); without, it is floor (2 + 1 + 1).
+        "table_standby_replicas": 0,
+        # Faust's statistics for its (disabled) web views, without their per-event cost.
+        "Monitor": LeanMonitor,
     }
     if settings.worker_instance:
         # Static membership: a worker started again under the same name takes its partitions
@@ -66,4 +73,5 @@ def create_app(settings: Settings) -> HivepipeApp:
     deliveries.register(app, settings)
     orbit_acks.register(app, settings)
     journal_replay.register(app, settings)
+    lag.register(app, settings)
     return app

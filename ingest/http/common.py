@@ -40,7 +40,13 @@ from services.platform import (
     dumps,
     metrics,
 )
-from services.uplinks import Accepted, accept_device_event, accept_uplink
+from services.uplinks import (
+    DB_TIMEOUT,
+    Accepted,
+    ClaimGroups,
+    accept_device_event,
+    accept_uplink,
+)
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -192,6 +198,19 @@ async def bounded(ctx: ApiContext, work: Awaitable[T]) -> T:
         ) from None
 
 
+def claim_groups(ctx: ApiContext) -> ClaimGroups | None:
+    """The context's grouped claims (``HIVEPIPE_CLAIM_SLOTS``; None when 0), made once."""
+    if ctx.claims is None and ctx.settings.claim_slots > 0:
+        ctx.claims = ClaimGroups(
+            ctx.pool,
+            window_seconds=ctx.settings.dedup_window_seconds,
+            durable=ctx.settings.intake_journal,
+            slots=ctx.settings.claim_slots,
+            timeout=DB_TIMEOUT,
+        )
+    return ctx.claims
+
+
 async def accept(ctx: ApiContext, envelope: UplinkEnvelope, dedup_key: str) -> Accepted:
     """Deduplicate, check the device, publish on ``uplinks`` (or ``dead-letter``), within
     the callback's deadline (:func:`bounded`)."""
@@ -206,6 +225,7 @@ async def accept(ctx: ApiContext, envelope: UplinkEnvelope, dedup_key: str) -> A
             window_seconds=ctx.settings.dedup_window_seconds,
             dead_letter_topic=ctx.settings.topic(TOPIC_DEAD_LETTER),
             keep_journal=ctx.settings.intake_journal,
+            claims=claim_groups(ctx),
         ),
     )
 

@@ -2,7 +2,7 @@
 pool and migrations, the TimescaleDB layer, the transactional outbox, the Kafka message schemas
 (``events``), metrics and process tuning. It imports nothing of the domain."""
 
-from services.platform import metrics, outbox, runtime, timescale_aggregates
+from services.platform import kafka_offsets, metrics, outbox, runtime, timescale_aggregates
 from services.platform.db import REQUEST_TIMEOUT, connection_kwargs, migrate_for, open_pool
 from services.platform.events import (
     ALL_TOPICS,
@@ -10,7 +10,6 @@ from services.platform.events import (
     TOPIC_DEAD_LETTER,
     TOPIC_DEVICE_EVENTS,
     TOPIC_READINGS,
-    TOPIC_STORED,
     TOPIC_UPLINKS,
     DataPoint,
     DeviceEvent,
@@ -44,13 +43,13 @@ __all__ = [
     "TOPIC_DEAD_LETTER",
     "TOPIC_DEVICE_EVENTS",
     "TOPIC_READINGS",
-    "TOPIC_STORED",
     "TOPIC_UPLINKS",
     "TopicRepair",
     "UplinkEnvelope",
     "connection_kwargs",
     "dumps",
     "ensure_topics",
+    "kafka_offsets",
     "loads",
     "lower_priority",
     "metrics",

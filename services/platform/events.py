@@ -21,9 +21,6 @@ TOPIC_READINGS = "readings"
 TOPIC_DEVICE_EVENTS = "device-events"
 TOPIC_COMMANDS = "commands"
 TOPIC_DEAD_LETTER = "dead-letter"
-#: Internal topic: every stored batch of an uplink's points, one message per uplink (the webhook
-#: agent consumes it so that the hot path carries all points of an uplink in one message).
-TOPIC_STORED = "stored"
 PUBLIC_TOPICS = (
     TOPIC_UPLINKS,
     TOPIC_READINGS,
@@ -31,7 +28,7 @@ PUBLIC_TOPICS = (
     TOPIC_COMMANDS,
     TOPIC_DEAD_LETTER,
 )
-ALL_TOPICS = (*PUBLIC_TOPICS, TOPIC_STORED)
+ALL_TOPICS = PUBLIC_TOPICS
 
 
 def dumps(value: Any) -> bytes:

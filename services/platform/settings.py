@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = None
     #: API processes ``hivepipe up`` runs on one listening socket: when one dies, the others
     #: take the new connections while it is restarted (a kill -9 fails only its requests in
-    #: flight). Each counts rate limits in its own memory unless ``rate_limit_storage`` is shared.
+    #: flight). They count rate limits together in PostgreSQL unless ``rate_limit_storage`` is
+    #: set to a shared one (``memory://`` is per process: replaced there when more than one).
     api_processes: int = Field(default=2, ge=1, le=64)
     #: Faust workers ``hivepipe up`` runs, each under its own stable ``worker_instance``
     #: (``<hostname>-worker-<n>``); more than the partition count leaves the extra ones idle.
@@ -107,6 +108,11 @@ class Settings(BaseSettings):
     #: broker's and the API's CPU per uplink at 500/s, which is what keeps the Sigfox downlink
     #: answer's p99 under 20 ms on a shared 2-core box (docs/benchmarks.md).
     callback_linger_ms: int = Field(default=10, ge=0, le=1000)
+    #: Statements the API runs at once for the uplink callbacks' dedup claims (and journal
+    #: rows): the claims of callbacks that arrive while they run share the next statement,
+    #: one transaction and one WAL flush for many (services/uplinks/claims.py). 0: one
+    #: statement per callback.
+    claim_slots: int = Field(default=2, ge=0, le=64)
 
     #: CPU niceness of the roles that work in batches: the Faust worker, and the Kafka broker
     #: ``hivepipe up`` embeds. On a saturated box the API and PostgreSQL then answer first
@@ -139,7 +145,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=60, ge=1)
     #: An account's requests per day, unless its own limit is set.
     rate_limit_per_day: int = Field(default=10_000, ge=1)
-    #: Rate-limit counters: ``memory://`` (per process) or shared ``redis://host:6379``.
+    #: Rate-limit counters: ``memory://`` (per process), or shared by several API processes:
+    #: ``postgresql://`` (hivepipe's own database, what ``hivepipe up`` uses when it runs more
+    #: than one) or ``redis://host:6379``.
     rate_limit_storage: str = "memory://"
     #: How often each API process writes the keys' last_used times and usage counters.
     stats_flush_seconds: float = Field(default=2.0, gt=0)
@@ -232,7 +240,19 @@ class Settings(BaseSettings):
     #: TimescaleDB drops raw points older than this (over 8 days); unset: never.
     retention: str | None = None
 
-    # Logging.
+    # JavaScript codecs of the accounts' own device models (docs/codecs.md).
+    #: Longest one call of a codec may run (ms): past it the uplink is a ``codec_timeout``.
+    codec_timeout_ms: int = Field(default=50, ge=1, le=10_000)
+    #: Memory of one model's V8 isolate (MiB): past it the uplink is a ``codec_memory``.
+    codec_memory_mib: int = Field(default=32, ge=8, le=1024)
+    #: Largest decoded output of one uplink (bytes of JSON): beyond it, a ``codec_result``.
+    codec_max_output_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Compiled codecs a process keeps (one V8 isolate each, a few MiB); the least recently
+    #: used beyond it are closed and compiled again when needed.
+    codec_cache_size: int = Field(default=256, ge=1, le=10_000)
+    #: A model whose codec failed on every uplink for this long (s) is flagged ``failing``.
+    codec_failing_after: float = Field(default=3600.0, gt=0)
+
     #: Log level of the ``hivepipe`` processes.
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

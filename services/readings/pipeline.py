@@ -1,15 +1,16 @@
 """The decode-and-store step of the stream, as a plain function over a batch of envelopes.
 
 ``process_uplinks`` decodes every envelope with its device's codec, stores points, events and
-state in one transaction, and only then publishes ``readings``, ``device-events``,
-``dead-letter`` and the internal ``stored`` topic. Everything it writes is keyed so that a
-replay of the same batch (at-least-once delivery) stores nothing twice.
+state in one transaction, and only then publishes ``readings`` (one message per uplink with all
+its points: the webhook agent consumes it too), ``device-events`` and ``dead-letter``.
+Everything it writes is keyed so that a replay of the same batch (at-least-once delivery)
+stores nothing twice.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.accounts import usage
-from services.codecs import DecodeError, decode_uplink
+from services.codecs import CodecCache, Decoded, DecodeError, decode_custom, decode_uplink
 from services.devices import DeviceDirectory, info_problem
 from services.devices import store as devices_store
 from services.orbit import note_uplinks, orbit_uplink
@@ -25,7 +26,6 @@ from services.platform import (
     TOPIC_DEAD_LETTER,
     TOPIC_DEVICE_EVENTS,
     TOPIC_READINGS,
-    TOPIC_STORED,
     DataPoint,
     DeviceEvent,
     Message,
@@ -59,7 +59,8 @@ class _Plan:
     events: list[tuple[DeviceEvent, str | None]] = field(default_factory=list)
     states: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     dead: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    stored: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    #: One ``readings`` message per uplink with points: (device, the message without ``stored``).
+    readings: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     seen: dict[str, float] = field(default_factory=dict)
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Orbit uplinks without an ack, counted towards in-flight updates' time-out.
@@ -70,10 +71,26 @@ def _dead_letter(env: UplinkEnvelope, error: str) -> tuple[str, dict[str, Any]]:
     return env.device, {**env.to_dict(), "error": error}
 
 
+def readings_message(env: UplinkEnvelope, points: Sequence[DataPoint]) -> dict[str, Any]:
+    """The ``readings`` message of one uplink: ``{"device", "time", "uplink", "points"}``
+    (``docs/schemas/readings.schema.json``); ``stored`` is added when it is published."""
+    t: float | int = int(env.received) if float(env.received).is_integer() else env.received
+    return {
+        "device": env.device,
+        "time": t,
+        "uplink": env.id,
+        "points": [p.to_dict() for p in points],
+    }
+
+
 def plan_batch(
-    envelopes: Sequence[UplinkEnvelope], devices: dict[str, Any], result: BatchResult
+    envelopes: Sequence[UplinkEnvelope],
+    devices: dict[str, Any],
+    result: BatchResult,
+    decode: Callable[[str, UplinkEnvelope], Decoded] = decode_uplink,
 ) -> _Plan:
-    """Decode a batch (pure): what to store and publish."""
+    """Decode a batch (pure): what to store and publish. ``decode`` is the batch's decoding
+    (:meth:`services.codecs.CustomDecodes.decode` with the accounts' own models)."""
     plan = _Plan()
     for env in envelopes:
         result.uplinks += 1
@@ -86,7 +103,7 @@ def plan_batch(
         assert info is not None  # no device is a problem
         plan.seen[env.device] = max(plan.seen.get(env.device, 0.0), env.received)
         try:
-            decoded = decode_uplink(info.model, env)
+            decoded = decode(info.model, env)
         except DecodeError as exc:
             event = DeviceEvent(
                 env.device,
@@ -108,7 +125,7 @@ def plan_batch(
             continue
         plan.points.extend(decoded.points)
         if decoded.points:
-            plan.stored.append((env.device, [p.to_dict() for p in decoded.points]))
+            plan.readings.append((env.device, readings_message(env, decoded.points)))
         events, counted = orbit_uplink(info.model, env, decoded.events)
         if counted:
             plan.orbit_uplinks.append(counted)
@@ -121,9 +138,18 @@ def plan_batch(
     return plan
 
 
-async def _store(conn: AsyncConnection[Row], plan: _Plan) -> int:
+#: More work for the batch's transaction (the stream forgets the batch's intake-journal rows in
+#: it: stored and forgotten together, or neither).
+AlsoInTransaction = Callable[[AsyncConnection[Row]], Awaitable[None]]
+
+
+async def _store(
+    conn: AsyncConnection[Row], plan: _Plan, also: AlsoInTransaction | None = None
+) -> int:
     stored = 0
     async with conn.transaction():
+        if also is not None:
+            await also(conn)
         if plan.points:
             stored = await store_points(conn, plan.points)
         await store_events(conn, plan.events)
@@ -145,37 +171,51 @@ async def process_uplinks(
     publisher: Publisher,
     directory: DeviceDirectory,
     topic: Any,
+    also: AlsoInTransaction | None = None,
+    codecs: CodecCache | None = None,
 ) -> BatchResult:
     """Decode, store (one transaction), then publish; raises if storing or publishing fails.
 
-    ``topic`` maps a topic name of :mod:`services.platform.events` to its full name. On an exception
+    ``topic`` maps a topic name of :mod:`services.platform.events` to its full name; ``also``
+    runs in the storing transaction, before it; ``codecs`` holds the process's compiled
+    JavaScript codecs (the accounts' own models). On an exception
     nothing is acknowledged and the caller retries the whole batch (idempotent).
     """
     result = BatchResult()
     async with pool.connection() as conn:
         devices = await directory.lookup(conn, {env.device for env in envelopes})
-        plan = plan_batch(envelopes, devices, result)
-        result.stored = await _store(conn, plan)
+        custom = await decode_custom(conn, envelopes, devices, codecs or _default_codecs())
+        plan = plan_batch(envelopes, devices, result, custom.decode)
+        result.stored = await _store(conn, plan, also)
+        await custom.note_health(conn)
     result.points = len(plan.points)
     result.events = len(plan.events)
     result.dead_letters = len(plan.dead)
-    readings: list[Message] = [(p.device, dumps(p.to_dict())) for p in plan.points]
+    now = time.time()
+    readings: list[Message] = [
+        (device, dumps({**message, "stored": now})) for device, message in plan.readings
+    ]
     events: list[Message] = [(e.device, dumps(e.to_dict())) for e, _ in plan.events]
     dead: list[Message] = [(device, dumps(value)) for device, value in plan.dead]
-    stored: list[Message] = [
-        (device, dumps({"device": device, "points": points, "stored": time.time()}))
-        for device, points in plan.stored
-    ]
     await publisher.publish_many(
         [
             (topic(TOPIC_READINGS), readings),
             (topic(TOPIC_DEVICE_EVENTS), events),
             (topic(TOPIC_DEAD_LETTER), dead),
-            (topic(TOPIC_STORED), stored),
         ]
     )
     count_batch(envelopes, devices, plan.points, result)
     return result
+
+
+_codecs: list[CodecCache] = []
+
+
+def _default_codecs() -> CodecCache:
+    """The process's codec cache with the default limits, for callers that bring none."""
+    if not _codecs:
+        _codecs.append(CodecCache())
+    return _codecs[0]
 
 
 def count_batch(

@@ -11,6 +11,7 @@ from services.uplinks.accept import (
     dead_letter_message,
     envelope_fields,
 )
+from services.uplinks.claims import Claim, ClaimGroups
 from services.uplinks.journal import journal_entry
 from services.uplinks.mqtt_messages import Rejected, mqtt_uplink, rejected, subscriptions
 from services.uplinks.sigfox import SigfoxCallback, downlink_answer
@@ -22,6 +23,8 @@ from services.uplinks.sigfox_downlink import (
 
 __all__ = [
     "Accepted",
+    "Claim",
+    "ClaimGroups",
     "DB_TIMEOUT",
     "DeviceUnavailable",
     "DownlinkAnswer",

@@ -29,6 +29,7 @@ from services.platform import (
 )
 from services.readings import store_events
 from services.uplinks import dedup, journal
+from services.uplinks.claims import Claim, ClaimGroups
 from services.uplinks.journal import journal_entry
 
 Row = dict[str, Any]
@@ -70,6 +71,7 @@ async def accept_uplink(
     window_seconds: int,
     dead_letter_topic: str | None = None,
     keep_journal: bool = True,
+    claims: ClaimGroups | None = None,
 ) -> Accepted:
     """Publish ``envelope`` once per ``dedup_key`` within the window; raises PublishFailed.
 
@@ -82,12 +84,32 @@ async def accept_uplink(
 
     With a ``dead_letter_topic``, the uplink of an unknown or deactivated device goes there
     instead (still deduplicated, still answered as accepted); the device is checked in the
-    claim's own statement, so a callback costs one database round trip.
+    claim's own statement, so a callback costs one database round trip; with ``claims``
+    (which must journal as ``keep_journal`` says) that statement is shared with the
+    concurrent callbacks' (:mod:`services.uplinks.claims`).
     Database errors propagate (psycopg.Error): the caller answers 503.
     """
     metrics.UPLINKS_RECEIVED.labels(envelope.source).inc()
     problem: str | None = None
     entry = journal_entry(envelope)
+    if claims is not None and dead_letter_topic is not None:
+        claimed, active = await claims.claim(Claim(dedup_key, envelope.device, entry))
+        if not claimed:
+            metrics.UPLINKS_DUPLICATE.labels(envelope.source).inc()
+            async with pool.connection(timeout=DB_TIMEOUT) as conn:
+                return Accepted(True, await dedup.previous_response(conn, dedup_key))
+        problem = device_problem(active)
+        return await _publish(
+            envelope,
+            entry,
+            problem,
+            dedup_key=dedup_key,
+            pool=pool,
+            publisher=publisher,
+            topic=topic,
+            dead_letter_topic=dead_letter_topic,
+            keep_journal=keep_journal,
+        )
     async with pool.connection(timeout=DB_TIMEOUT) as conn:
         if dead_letter_topic is None:
             claimed = await dedup.claim(
@@ -102,6 +124,33 @@ async def accept_uplink(
         if not claimed:
             metrics.UPLINKS_DUPLICATE.labels(envelope.source).inc()
             return Accepted(True, await dedup.previous_response(conn, dedup_key))
+    return await _publish(
+        envelope,
+        entry,
+        problem,
+        dedup_key=dedup_key,
+        pool=pool,
+        publisher=publisher,
+        topic=topic,
+        dead_letter_topic=dead_letter_topic,
+        keep_journal=keep_journal,
+    )
+
+
+async def _publish(
+    envelope: UplinkEnvelope,
+    entry: tuple[str, Message],
+    problem: str | None,
+    *,
+    dedup_key: str,
+    pool: Pool,
+    publisher: Publisher,
+    topic: str,
+    dead_letter_topic: str | None,
+    keep_journal: bool,
+) -> Accepted:
+    """The claimed uplink to ``topic`` (or, with a ``problem``, to ``dead_letter_topic``);
+    on a failure its claim is released and the error propagates."""
     started = time.perf_counter()
     try:
         if problem is None:

@@ -88,12 +88,17 @@ async def record(conn: Conn, entries: Sequence[tuple[str, Message]]) -> None:
     )
 
 
-async def forget(conn: Conn, ids: Sequence[str]) -> None:
+async def forget(conn: Conn, ids: Sequence[str], *, in_transaction: bool = False) -> None:
     """Delete the rows of uplinks now safe (stored, or acknowledged by a durable Kafka).
 
-    Committed without waiting for the WAL flush: losing this delete in a crash only replays
-    an uplink already stored, which the sinks absorb."""
+    On its own, committed without waiting for the WAL flush: losing this delete in a crash
+    only replays an uplink already stored, which the sinks absorb. ``in_transaction``: part
+    of the caller's transaction (the worker's store of the same uplinks), whose commit mode
+    it leaves alone."""
     if not ids:
+        return
+    if in_transaction:
+        await conn.execute("DELETE FROM uplink_journal WHERE id = ANY(%s)", (list(ids),))
         return
     await conn.execute(
         "DELETE FROM uplink_journal"

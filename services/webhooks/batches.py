@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from services.accounts import usage
-from services.platform import Message
+from services.platform import Message, metrics
 from services.webhooks.lanes import Lanes
 from services.webhooks.model import Delivery, Plan, Settlement
 from services.webhooks.planning import plan_deliveries, read_stored
@@ -47,7 +47,7 @@ class Batch:
 
 
 async def prepare_fresh(values: Sequence[bytes], store: DeliveryStore) -> Batch:
-    """Read a batch of ``stored`` messages and plan its deliveries (one lookup)."""
+    """Read a batch of ``readings`` messages and plan its deliveries (one lookup)."""
     messages, unreadable = read_stored(values)
     batch = Batch(unreadable=unreadable)
     if messages:
@@ -94,7 +94,8 @@ async def send_batch(
 async def finish_batch(
     batch: Batch, store: DeliveryStore, publish_dead_letters: PublishDeadLetters
 ) -> list[tuple[int, str]]:
-    """Publish the dead letters, then write the settlement; count the deliveries (usage).
+    """Publish the dead letters, then write the settlement; count the deliveries (usage) and
+    the attempts (``hivepipe_webhook_attempts_total``).
 
     Raises when Kafka or the database fails: call it again with the same batch (what was
     done is not done twice). Returns the webhooks disabled.
@@ -104,8 +105,12 @@ async def finish_batch(
         dead = [*batch.unreadable, *settlement.dead_letters]
         if dead:
             await publish_dead_letters(dead)
+            metrics.DEAD_LETTERS.labels("webhook").inc(len(settlement.dead_letters))
+            metrics.DEAD_LETTERS.labels("unreadable_message").inc(len(batch.unreadable))
         batch.published = True
     disabled = await store.persist(settlement) if not settlement.empty else []
+    for record in settlement.records:
+        metrics.WEBHOOK_ATTEMPTS.labels(record.result).inc()
     for owner_id, n in settlement.delivered.items():
         usage.count(owner_id, "deliveries", n)
     settlement.delivered.clear()  # counted once, even if called again

@@ -1,4 +1,4 @@
-"""The values of webhook delivery: a webhook as delivering sees it, a ``stored`` message, one
+"""The values of webhook delivery: a webhook as delivering sees it, a ``readings`` message, one
 point's delivery, an attempt and its result, a batch's plan; and what settling a batch decides
 (the rows of the attempt log and of the retry queue, a webhook's change of health, the
 :class:`Settlement` the store writes).
@@ -47,7 +47,7 @@ class Hook:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """One ``stored`` message: the points of one uplink, once in the database."""
+    """One ``readings`` message: the points of one uplink, once in the database."""
 
     device: str
     points: tuple[dict[str, Any], ...]

@@ -1,4 +1,4 @@
-"""Planning a batch of webhook deliveries: ``stored`` messages read, and every point of them
+"""Planning a batch of webhook deliveries: ``readings`` messages read, and every point of them
 turned into a delivery for every webhook of its device, grouped in chains.
 
 A *chain* is the points of one device for one webhook, in stored order; the deliveries of a
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def read_stored(values: Iterable[bytes]) -> tuple[list[Stored], list[Message]]:
-    """Parse raw ``stored`` values; an unreadable one becomes a dead-letter message."""
+    """Parse raw ``readings`` values; an unreadable one becomes a dead-letter message."""
     messages: list[Stored] = []
     unreadable: list[Message] = []
     for raw in values:

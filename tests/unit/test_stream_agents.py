@@ -38,3 +38,22 @@ def test_worker_logging_keeps_the_level(tmp_path: Path) -> None:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_the_lean_monitor_keeps_only_what_faust_reads() -> None:
+    from faust.types import TP
+
+    from stream.monitor import LeanMonitor
+
+    monitor = LeanMonitor()
+    tp = TP("hivepipe.uplinks", 0)
+    for offset in range(3):
+        monitor.on_message_in(tp, offset, object())
+        state = monitor.on_stream_event_in(tp, offset, object(), object())
+        monitor.on_stream_event_out(tp, offset, object(), object(), state)
+        monitor.on_message_out(tp, offset, object())
+    # Faust's consumer reads this to warn about a stalled stream; the statistics stay empty.
+    assert tp in monitor.stream_inbound_time
+    assert monitor.events_total == 0
+    assert monitor.messages_received_total == 0
+    assert not monitor.events_runtime

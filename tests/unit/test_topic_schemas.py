@@ -63,8 +63,11 @@ def test_readings_events_and_dead_letters_match_their_schemas() -> None:
     devices = {"1A2B3C": DeviceInfo("1A2B3C", "orbit-t", 1, True)}
     plan = plan_batch([good, bad, stranger], devices, BatchResult())
     assert len(plan.points) == 2
-    for point in plan.points:
-        check("readings", roundtrip(point.to_dict()))
+    assert len(plan.readings) == 1  # one message per uplink, with its points
+    for _, message in plan.readings:
+        check("readings", roundtrip({**message, "stored": 1700000000.5}))
+        assert message["uplink"] == good.id
+        assert [p["metric"] for p in message["points"]] == [p.metric for p in plan.points]
     assert [e.type for e, _ in plan.events] == ["decode_error"]
     for event, _ in plan.events:
         check("device-events", roundtrip(event.to_dict()))

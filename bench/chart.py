@@ -1,0 +1,58 @@
+"""The chart of ``make bench`` (``docs/benchmarks.png``): points stored per second against the
+raw INSERT baseline, and CPU per uplink by process, with the Node-RED flow measured on this kind
+of machine and the targets of issue #16 drawn beside them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+#: The Node-RED flow of issue #16 on this machine kind (HTTP-in, decode, batched INSERT).
+NODE_RED_POINTS = (7_894, 8_605)
+NODE_RED_CPU_MS = 0.96
+TARGET_POINTS = 12_000
+TARGET_CPU_MS = 1.0
+
+
+def write_chart(
+    path: Path,
+    *,
+    stored: Mapping[str, float],
+    insert_rate: float,
+    cpu: Mapping[str, float] | None,
+) -> None:
+    """``stored``: points stored/s by section; ``cpu``: ms per callback by process."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = ["raw INSERT\n(baseline)", *stored]
+    values = [insert_rate, *stored.values()]
+    colours = ["#9e9e9e"] + ["#1f77b4"] * len(stored)
+    left.bar(names, values, color=colours)
+    left.axhspan(*NODE_RED_POINTS, color="#ff7f0e", alpha=0.25, label="Node-RED flow (Sigfox)")
+    left.axhline(TARGET_POINTS, color="#d62728", linestyle="--", label="target (Sigfox)")
+    left.set_ylabel("points stored / s")
+    left.set_title("Throughput")
+    left.legend(fontsize=8)
+    for x, v in enumerate(values):
+        left.text(x, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
+
+    if cpu:
+        bottom = 0.0
+        for process, ms in cpu.items():
+            if process == "total":
+                continue
+            right.bar(["hivepipe"], [ms], bottom=bottom, label=process)
+            bottom += ms
+        right.bar(["Node-RED flow"], [NODE_RED_CPU_MS], color="#7f7f7f", hatch="//")
+        right.axhline(TARGET_CPU_MS, color="#d62728", linestyle="--", label="target")
+        right.set_ylabel("CPU ms per Sigfox callback (500/s)")
+        right.set_title("CPU per uplink, all processes")
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

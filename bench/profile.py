@@ -1,0 +1,118 @@
+"""Profile the pipeline under a steady Sigfox load: CPU per callback per process, and py-spy's
+sampled stacks of the API and the worker, summarised by where the time goes.
+
+Usage: ``uv run python -m bench.profile [--rate 500] [--callbacks 10000] [--out DIR]``.
+Writes ``DIR/<role>.folded`` (collapsed stacks, for flamegraph tools or speedscope) and prints,
+per role, the functions with the most inclusive and self time. py-spy needs permission to
+attach (root, or ``kernel.yama.ptrace_scope`` 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bench.callbacks import Figures, drive_callbacks
+from bench.cpu import describe, measured
+from bench.env import running_pipeline
+
+LINE = re.compile(r":\d+\)$")
+
+
+def summarise(folded: Path, top: int = 25) -> str:
+    """Inclusive and self sample counts per frame (``function (file)``) of a folded profile."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [LINE.sub(")", f) for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
+    if not total:
+        return "no samples"
+    lines = [f"{total} samples", "inclusive:"]
+    lines += [f"  {n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)]
+    lines.append("self:")
+    lines += [f"  {n / total:6.1%}  {f}" for f, n in own.most_common(top)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--callbacks", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/hivepipe-profile"))
+    parser.add_argument("--roles", default="api,worker")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    figures = Figures()
+    with running_pipeline() as run:
+        # A first run warms up (topics, pools, prepared statements), then the measured one.
+        asyncio.run(drive_callbacks(run, 2_000, figures=figures, rate=args.rate))
+        pids = run.pids()
+        duration = int(args.callbacks / args.rate) + 2
+        spies = [
+            subprocess.Popen(  # noqa: S603
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pids[role]),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--gil",
+                    "--duration",
+                    str(duration),
+                    "--nonblocking",
+                    "--output",
+                    str(args.out / f"{role}.folded"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for role in args.roles.split(",")
+        ]
+        result: dict[str, float] = {}
+
+        def work() -> None:
+            result.update(
+                asyncio.run(
+                    drive_callbacks(
+                        run,
+                        args.callbacks,
+                        figures=figures,
+                        rate=args.rate,
+                        seq_base=1000,
+                        register=False,
+                    )
+                )
+            )
+
+        cpu = measured(pids, args.callbacks, work)
+        for proc in spies:
+            proc.wait()
+    print(f"CPU per callback at {args.rate:.0f}/s: {describe(cpu)}")
+    print(f"callback → stored p50 / p99: {result['p50']:.0f} / {result['p99']:.0f} ms")
+    for role in args.roles.split(","):
+        path = args.out / f"{role}.folded"
+        print(f"\n== {role} ==")
+        print(summarise(path) if path.exists() else "no profile")
+
+
+if __name__ == "__main__":
+    main()
