@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,17 @@ SECTIONS = (
 
 
 def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) -> None:
-    result = asyncio.run(drive_callbacks(run, args.callbacks, figures=figures))
+    # The devices registered and the pipeline warm (not measured), then the flood, with the
+    # CPU it cost every process.
+    asyncio.run(drive_callbacks(run, 1_000, figures=figures, rate=500.0, seq_base=10_000))
+    result: dict[str, float] = {}
+
+    def flood() -> None:
+        result.update(
+            asyncio.run(drive_callbacks(run, args.callbacks, figures=figures, register=False))
+        )
+
+    flood_cpu = measured(run.pids(), args.callbacks, flood)
     # The flood's latency is mostly the age of its backlog; at a steady rate it is the path's.
     steady_rate, steady_n = 500.0, 5_000
     steady = asyncio.run(
@@ -54,6 +65,7 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
     # CPU per callback, per process, at the same steady rate (devices already registered).
     cpu = steady_cpu(run, 5_000, args.callbacks // 1000 + 20, figures)
     args.cpu = cpu
+    args.flood_cpu = flood_cpu
     kafka_rate = asyncio.run(baseline_kafka(run, args.callbacks))
     insert_rate = asyncio.run(baseline_insert(run, args.callbacks * 4))
     figures.add(
@@ -74,6 +86,11 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
         f"{result['points_rate']:,.0f} /s",
         f"{result['points_rate'] / insert_rate:.2f} × raw INSERT; target ≥ 12,000/s"
         " (Node-RED flow here: 7,894–8,605)",
+    )
+    figures.add(
+        "CPU per Sigfox callback during the flood, every process (load generator excluded)",
+        describe(flood_cpu),
+        "batched: claims, Kafka requests and fetches, stores",
     )
     figures.add(
         f"CPU per Sigfox callback at a steady {steady_rate:,.0f}/s, every process"
@@ -263,7 +280,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS))
     args = parser.parse_args()
     args.kafka_rate = args.insert_rate = 0.0
-    args.cpu = None
+    args.cpu = args.flood_cpu = None
     args.stored = {}
     args.flood = None
     wanted = [name for name in SECTIONS if name in args.only.split(",")]
@@ -286,7 +303,13 @@ def main() -> None:
         table.add_row(*row)
     console.print(table)
     if args.insert_rate and args.stored:
-        write_chart(CHART, stored=args.stored, insert_rate=args.insert_rate, cpu=args.cpu)
+        write_chart(
+            CHART,
+            stored=args.stored,
+            insert_rate=args.insert_rate,
+            cpu=args.cpu,
+            flood_cpu=args.flood_cpu,
+        )
     write_doc(figures, wanted)
 
 
@@ -299,13 +322,12 @@ NOTES = [
     "- The figures depend on the machine as much as on the code: two machines of this kind",
     "  on 2026-12-01 differed by a factor of two (raw Kafka 37,670 and 77,277 msg/s, raw",
     "  INSERT 31,930 and 63,303 rows/s). Compare ratios, and runs on one machine.",
-    "- Sigfox callbacks: CPU per callback at a steady 500/s, per process from `/proc`, on the",
-    "  faster of those machines: API 0.31 ms (HTTP, validation, the dedup claim in",
-    "  PostgreSQL, the Kafka produce with acks=all; `ingest/http/shortcut.py` takes them past",
-    "  FastAPI's routing, a quarter less), worker 0.33, tansu 0.25 (more as it fills),",
-    "  PostgreSQL 0.14, load generator 0.12; on the slower one 0.7, 0.8, 0.45 to 0.97, 0.3",
-    "  and 0.3. The API is stateless: add processes behind a load balancer (with",
-    "  `HIVEPIPE_RATE_LIMIT_STORAGE=redis://...` so limits hold across them).",
+    "- CPU per uplink: per process from `/proc` (a process and its children: PostgreSQL's",
+    "  backends), over a run of known size, the load generator excluded. It depends on the",
+    "  load: in a flood, claims, Kafka requests, fetches and stores are shared by many",
+    "  callbacks; at a steady 500/s most are a callback's own (`python -m bench.profile`",
+    "  shows where). The API is stateless: add processes (`HIVEPIPE_API_PROCESSES`; their",
+    "  rate limits are shared through PostgreSQL, or `HIVEPIPE_RATE_LIMIT_STORAGE=redis://`).",
     "- Callback → stored latency: the flood posts as fast as 64 connections allow, and the",
     "  API accepts faster than the worker (on the same cores) stores, so the flood's latency",
     "  is mostly the age of its backlog. At a steady 500 callbacks/s it is the path's own:",
@@ -368,12 +390,13 @@ def write_doc(figures: Figures, sections: list[str]) -> None:
 
 def dated_sections(doc: str) -> list[str]:
     """The sections of an earlier ``docs/benchmarks.md`` whose heading starts with a date
-    (``## 2026-12-06: ...``): figures of a particular change, kept across runs."""
+    (``## 2026-12-06: ...``, ``## Scale-out (2026-12-06)``): figures of a particular change,
+    kept across runs."""
     kept: list[str] = []
     keeping = False
     for line in doc.splitlines():
         if line.startswith("## "):
-            keeping = line[3:7].isdigit()
+            keeping = re.search(r"\b20\d\d-\d\d-\d\d\b", line) is not None
         if keeping:
             kept.append(line)
     if kept and kept[-1] != "":

@@ -20,8 +20,10 @@ def write_chart(
     stored: Mapping[str, float],
     insert_rate: float,
     cpu: Mapping[str, float] | None,
+    flood_cpu: Mapping[str, float] | None = None,
 ) -> None:
-    """``stored``: points stored/s by section; ``cpu``: ms per callback by process."""
+    """``stored``: points stored/s by section; ``cpu``: ms per callback by process at 500/s,
+    ``flood_cpu`` the same during the flood."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,15 +43,21 @@ def write_chart(
         left.text(x, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
 
     if cpu:
-        bottom = 0.0
-        for process, ms in cpu.items():
-            if process == "total":
-                continue
-            right.bar(["hivepipe"], [ms], bottom=bottom, label=process)
-            bottom += ms
+        colours_by_process: dict[str, str] = {}
+        for label, figures in (("hivepipe, 500/s", cpu), ("hivepipe, flood", flood_cpu or {})):
+            bottom = 0.0
+            for process, ms in figures.items():
+                if process == "total":
+                    continue
+                known = process in colours_by_process
+                colour = colours_by_process.setdefault(process, f"C{len(colours_by_process)}")
+                right.bar(
+                    [label], [ms], bottom=bottom, color=colour, label=None if known else process
+                )
+                bottom += ms
         right.bar(["Node-RED flow"], [NODE_RED_CPU_MS], color="#7f7f7f", hatch="//")
         right.axhline(TARGET_CPU_MS, color="#d62728", linestyle="--", label="target")
-        right.set_ylabel("CPU ms per Sigfox callback (500/s)")
+        right.set_ylabel("CPU ms per Sigfox callback")
         right.set_title("CPU per uplink, all processes")
         right.legend(fontsize=8)
     fig.tight_layout()
