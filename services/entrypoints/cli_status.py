@@ -4,6 +4,7 @@ refreshed (``--watch``). The figures are gathered by :mod:`services.entrypoints.
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Annotated
 
 import typer
@@ -14,6 +15,9 @@ from services.entrypoints.installation import installation_url
 from services.entrypoints.status import LiveSources, StatusReader
 from services.entrypoints.status_view import render
 from services.platform import Settings
+
+#: Seconds a refresh under way may take to wind down after Ctrl-C.
+STOP_GRACE = 3.0
 
 
 def status(
@@ -42,12 +46,23 @@ def status(
         return
 
     async def refresh(live: Live) -> None:
-        while True:
-            live.update(render(await reader.read()), refresh=True)
-            await asyncio.sleep(interval)
+        # Ctrl-C sets ``stop`` rather than cancelling the main task: Python 3.11's wait_for
+        # (inside aiokafka's and our reads) can swallow a cancellation that races with its
+        # result, and the loop then went on refreshing after Ctrl-C.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        stopped = asyncio.ensure_future(stop.wait())
+        while not stop.is_set():
+            read = asyncio.ensure_future(reader.read())
+            await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                read.cancel()
+                await asyncio.wait({read}, timeout=STOP_GRACE)
+                break
+            live.update(render(read.result()), refresh=True)
+            await asyncio.wait({stopped}, timeout=interval)
 
-    try:
-        with Live(console=console, auto_refresh=False) as live:
-            asyncio.run(refresh(live))
-    except KeyboardInterrupt:
-        pass
+    with Live(console=console, auto_refresh=False) as live:
+        asyncio.run(refresh(live))
