@@ -45,7 +45,7 @@ def status(
         console.print(render(asyncio.run(reader.read())))
         return
 
-    async def refresh(live: Live) -> None:
+    async def refresh(live: Live | None) -> None:
         # Ctrl-C sets ``stop`` rather than cancelling the main task: Python 3.11's wait_for
         # (inside aiokafka's and our reads) can swallow a cancellation that races with its
         # result, and the loop then went on refreshing after Ctrl-C.
@@ -61,8 +61,15 @@ def status(
                 read.cancel()
                 await asyncio.wait({read}, timeout=STOP_GRACE)
                 break
-            live.update(render(read.result()), refresh=True)
+            if live is not None:
+                live.update(render(read.result()), refresh=True)
+            else:  # a pipe or a file: each refresh printed after the last
+                console.print(render(read.result()))
+                console.file.flush()
             await asyncio.wait({stopped}, timeout=interval)
 
+    if not console.is_terminal:  # Live draws in place, and elsewhere only its last frame
+        asyncio.run(refresh(None))
+        return
     with Live(console=console, auto_refresh=False) as live:
         asyncio.run(refresh(live))

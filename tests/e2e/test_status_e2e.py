@@ -157,6 +157,7 @@ def test_every_metric_the_dashboard_queries_is_served_by_a_process(pipeline: Pip
 def test_status_watch_refreshes_until_interrupted(pipeline: Pipeline) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIVEPIPE_")}
     env |= {"HIVEPIPE_DATA_DIR": str(pipeline.data_dir), "COLUMNS": "160"}
+    env["PYTHONUNBUFFERED"] = "1"  # each refresh reaches the pipe as it is drawn
     proc = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "services.entrypoints.cli", "status", "--watch", "--interval", "1"],
         cwd=ROOT,
@@ -165,9 +166,18 @@ def test_status_watch_refreshes_until_interrupted(pipeline: Pipeline) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(6)
+    # Ctrl-C once it has refreshed (a loaded machine takes seconds per refresh).
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 90
+    while sum("consumer lag" in line for line in lines) < 2 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
     proc.send_signal(2)  # Ctrl-C
-    out, err = proc.communicate(timeout=20)
+    rest, err = proc.communicate(timeout=20)
+    out = "".join(lines) + rest
     assert proc.returncode == 0, err
     assert out.count("consumer lag") >= 2, out  # refreshed
     assert Path(pipeline.data_dir, "processes.json").exists()
