@@ -5,7 +5,8 @@ At the worker's start it replays every row accepted before the process started a
 ``journal_replay_at_start`` seconds (a broker that came back empty, a power cut: what was
 accepted since has reached the broker this process reads); then, every
 ``journal_replay_interval``, the rows older than ``journal_replay_after`` (an API process killed
-between its claim and Kafka's acknowledgement). Copies of uplinks that had been stored after all are absorbed by the sinks.
+between its claim and Kafka's acknowledgement). Copies of uplinks that had been stored after
+all are absorbed by the sinks.
 """
 
 from __future__ import annotations
