@@ -200,6 +200,17 @@ class PahoBridge:
         self._generation += 1
         log.info("MQTT connected (session present: %s)", flags.session_present)
         self._subscribe(client, self._filters)
+        if flags.session_present:
+            # The session may hold the other form of the subscriptions (shared, or plain) from
+            # an earlier run: both would deliver every message twice.
+            self._drop_other_form(client)
+
+    def _drop_other_form(self, client: mqtt.Client) -> None:
+        group = self.settings.mqtt_share_group or "hivepipe"
+        shared = subscriptions(self.settings.mqtt_topic_prefix, group=group)
+        plain = subscriptions(self.settings.mqtt_topic_prefix, group=None)
+        other = plain if self._filters[0].startswith("$share/") else shared
+        client.unsubscribe(other)
 
     def _subscribe(self, client: mqtt.Client, filters: list[str]) -> None:
         if client.protocol == mqtt.MQTTv5:

@@ -204,6 +204,11 @@ def start_roles(
             "HIVEPIPE_MQTT_CLIENT_ID": mqtt_client_id(settings, n),
             "HIVEPIPE_MQTT_METRICS_PORT": str(port),
         }
+        if adapters == 1:
+            # Alone, the adapter subscribes plainly: Mosquitto restores a persistent session's
+            # plain subscriptions after a restart but not its shared ones, and drops (after its
+            # PUBACK) what devices publish before a shared subscriber is back.
+            adapter_env["HIVEPIPE_MQTT_SHARE_GROUP"] = ""
         return Supervised(
             f"mqtt-{n}",
             "mqtt",

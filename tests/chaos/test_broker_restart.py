@@ -1,5 +1,8 @@
 """The embedded Mosquitto, killed with -9 and relaunched as the supervisor does: the QoS 1
-messages queued for a persistent session (the MQTT adapter's) are still delivered to it."""
+messages queued for a persistent session (the MQTT adapter's) are still delivered to it, and
+so are those published after the relaunch before the adapter is back, when its subscription is
+plain (Mosquitto 2.0 restores a session's plain subscriptions, not its shared ones: `hivepipe
+up` runs a single adapter with plain ones)."""
 
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ pytestmark = pytest.mark.skipif(
 class Session:
     """A persistent session like the adapter's: stable id, clean_start=False, an expiry."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, topic: str = "$share/hivepipe/devices/+/up") -> None:
         address = parse_mqtt_url(url)
+        self.topic = topic
         self.received: queue.Queue[MQTTMessage] = queue.Queue()
         self.present: queue.Queue[bool] = queue.Queue()
         self.client = Client(CallbackAPIVersion.VERSION2, client_id="chaos-ingest", protocol=MQTTv5)
@@ -41,7 +45,7 @@ class Session:
         self.session_present = self.present.get(timeout=10)
 
     def _connected(self, client: Client, _u: object, flags: object, _r: object, _p: object) -> None:
-        client.subscribe("$share/hivepipe/devices/+/up", qos=1)
+        client.subscribe(self.topic, qos=1)
         self.present.put(bool(getattr(flags, "session_present", False)))
 
     def close(self) -> None:
@@ -77,6 +81,26 @@ def test_messages_queued_for_a_session_survive_a_kill_of_the_broker(tmp_path: Pa
         session = Session(broker.url)
         try:
             assert session.session_present
+            got = sorted(int(session.received.get(timeout=5).payload) for _ in range(20))
+        finally:
+            session.close()
+        assert got == list(range(20))
+    finally:
+        broker.stop()
+
+
+def test_a_plain_subscription_gets_what_was_published_before_it_came_back(tmp_path: Path) -> None:
+    broker = embedded.start_mqtt(tmp_path)
+    try:
+        Session(broker.url, "devices/+/up").close()  # the single adapter's session, then a kill
+        time.sleep(2.5)  # saved
+        os.kill(broker.pid, signal.SIGKILL)
+        broker.proc.wait()
+        assert broker.relaunch is not None
+        broker = broker.relaunch()
+        publish(broker.url, 20)  # devices are back before the adapter: PUBACKed by Mosquitto
+        session = Session(broker.url, "devices/+/up")
+        try:
             got = sorted(int(session.received.get(timeout=5).payload) for _ in range(20))
         finally:
             session.close()
