@@ -392,7 +392,11 @@ def _exception(item: dict[str, Any]) -> CodecFailure:
     )
 
 
-def _uplink_result(item: Any, normalizes: bool) -> UplinkOutput | CodecFailure:
+def _returned(item: Any, *, undefined: str, not_object: str) -> dict[str, Any] | CodecFailure:
+    """The object a codec function returned (``item``: the sandbox's record of one call), or
+    why there is none: its exception, an output over the limit, ``undefined`` (``undefined``
+    is then the reason), not an object (``not_object``, with ``{kind}``), or the codec's own
+    ``errors``."""
     if not isinstance(item, dict):
         return CodecFailure("codec_result: not an object")
     if "e" in item:
@@ -400,13 +404,24 @@ def _uplink_result(item: Any, normalizes: bool) -> UplinkOutput | CodecFailure:
     if "x" in item:
         return CodecFailure(f"codec_result: the output is too large ({item['x']} characters)")
     if item.get("u"):
-        return CodecFailure("codec_result: the codec returned undefined")
+        return CodecFailure(f"codec_result: {undefined}")
     result = item.get("r")
     if not isinstance(result, dict):
-        return CodecFailure(f"codec_result: the codec returned {_kind(result)}, not an object")
+        return CodecFailure(f"codec_result: {not_object.format(kind=_kind(result))}")
     errors = _errors(result.get("errors"))
     if errors:
         return CodecFailure(f"codec_error: {'; '.join(errors)}", errors=errors)
+    return result
+
+
+def _uplink_result(item: Any, normalizes: bool) -> UplinkOutput | CodecFailure:
+    result = _returned(
+        item,
+        undefined="the codec returned undefined",
+        not_object="the codec returned {kind}, not an object",
+    )
+    if isinstance(result, CodecFailure):
+        return result
     data = result.get("data", {})
     if not isinstance(data, dict):
         return CodecFailure(f"codec_result: data is {_kind(data)}, not an object")
@@ -429,20 +444,13 @@ def _uplink_result(item: Any, normalizes: bool) -> UplinkOutput | CodecFailure:
 
 
 def _downlink_result(item: Any) -> DownlinkOutput | CodecFailure:
-    if not isinstance(item, dict):
-        return CodecFailure("codec_result: not an object")
-    if "e" in item:
-        return _exception(item)
-    if "x" in item:
-        return CodecFailure(f"codec_result: the output is too large ({item['x']} characters)")
-    if item.get("u"):
-        return CodecFailure("codec_result: the codec has no encodeDownlink")
-    result = item.get("r")
-    if not isinstance(result, dict):
-        return CodecFailure(f"codec_result: encodeDownlink returned {_kind(result)}")
-    errors = _errors(result.get("errors"))
-    if errors:
-        return CodecFailure(f"codec_error: {'; '.join(errors)}", errors=errors)
+    result = _returned(
+        item,
+        undefined="the codec has no encodeDownlink",
+        not_object="encodeDownlink returned {kind}",
+    )
+    if isinstance(result, CodecFailure):
+        return result
     raw, port = result.get("bytes"), result.get("fPort")
     if (
         not isinstance(raw, list)

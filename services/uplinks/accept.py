@@ -99,58 +99,26 @@ async def accept_uplink(
             async with pool.connection(timeout=DB_TIMEOUT) as conn:
                 return Accepted(True, await dedup.previous_response(conn, dedup_key))
         problem = device_problem(active)
-        return await _publish(
-            envelope,
-            entry,
-            problem,
-            dedup_key=dedup_key,
-            pool=pool,
-            publisher=publisher,
-            topic=topic,
-            dead_letter_topic=dead_letter_topic,
-            keep_journal=keep_journal,
-        )
-    async with pool.connection(timeout=DB_TIMEOUT) as conn:
-        if dead_letter_topic is None:
-            claimed = await dedup.claim(
-                conn, dedup_key, window_seconds, entry=entry, durable=keep_journal
-            )
-        else:
-            claimed, active = await dedup.claim_checking_device(
-                conn, dedup_key, window_seconds, envelope.device, entry=entry, durable=keep_journal
-            )
-            if claimed:
-                problem = device_problem(active)
-        if not claimed:
-            metrics.UPLINKS_DUPLICATE.labels(envelope.source).inc()
-            return Accepted(True, await dedup.previous_response(conn, dedup_key))
-    return await _publish(
-        envelope,
-        entry,
-        problem,
-        dedup_key=dedup_key,
-        pool=pool,
-        publisher=publisher,
-        topic=topic,
-        dead_letter_topic=dead_letter_topic,
-        keep_journal=keep_journal,
-    )
-
-
-async def _publish(
-    envelope: UplinkEnvelope,
-    entry: tuple[str, Message],
-    problem: str | None,
-    *,
-    dedup_key: str,
-    pool: Pool,
-    publisher: Publisher,
-    topic: str,
-    dead_letter_topic: str | None,
-    keep_journal: bool,
-) -> Accepted:
-    """The claimed uplink to ``topic`` (or, with a ``problem``, to ``dead_letter_topic``);
-    on a failure its claim is released and the error propagates."""
+    else:
+        async with pool.connection(timeout=DB_TIMEOUT) as conn:
+            if dead_letter_topic is None:
+                claimed = await dedup.claim(
+                    conn, dedup_key, window_seconds, entry=entry, durable=keep_journal
+                )
+            else:
+                claimed, active = await dedup.claim_checking_device(
+                    conn,
+                    dedup_key,
+                    window_seconds,
+                    envelope.device,
+                    entry=entry,
+                    durable=keep_journal,
+                )
+                if claimed:
+                    problem = device_problem(active)
+            if not claimed:
+                metrics.UPLINKS_DUPLICATE.labels(envelope.source).inc()
+                return Accepted(True, await dedup.previous_response(conn, dedup_key))
     started = time.perf_counter()
     try:
         if problem is None:
