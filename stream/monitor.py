@@ -9,6 +9,7 @@ each partition's last event in); the pipeline's own figures are its Prometheus m
 
 from __future__ import annotations
 
+import logging
 from time import monotonic
 from typing import Any
 
@@ -17,6 +18,10 @@ from faust.sensors import Monitor
 
 class LeanMonitor(Monitor):
     """Faust's ``Monitor`` without its per-message and per-event statistics."""
+
+    #: Faust's own logger (else mode names one after this module): its "Starting..." is
+    #: Faust's start-up chatter, quiet below the debug level (stream.app.Worker).
+    logger = logging.getLogger("faust.hivepipe.monitor")
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         return None
