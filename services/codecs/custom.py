@@ -39,7 +39,7 @@ from services.codecs.model_store import (
     model_versions,
     note_health,
 )
-from services.codecs.registry import CODECS
+from services.codecs.registry import CODECS, decode_uplink
 from services.platform import DeviceEvent, UplinkEnvelope
 
 Row = dict[str, Any]
@@ -136,15 +136,7 @@ class CustomDecodes:
         """The uplink's decoding: a custom model's from this batch, a built-in model's now."""
         found = self.results.get(envelope.id)
         if found is None:
-            codec = CODECS.get(model)
-            if codec is None:
-                raise DecodeError(f"no codec for device model {model!r}")
-            try:
-                return codec(envelope)
-            except DecodeError:
-                raise
-            except Exception as exc:
-                raise DecodeError(f"{model} codec failed: {type(exc).__name__}: {exc}") from exc
+            return decode_uplink(model, envelope)
         if isinstance(found, DecodeError):
             raise found
         return found

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
+from services.entrypoints.generated_docs import ROOT, write_or_check
 from services.platform import (
     TOPIC_COMMANDS,
     TOPIC_DEAD_LETTER,
@@ -24,7 +24,6 @@ from services.platform import (
     Settings,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "docs" / "asyncapi.json"
 SCHEMAS = ROOT / "docs" / "schemas"
 #: The Kafka bindings' version (AsyncAPI bindings 0.5.0: channel ``topic``/``partitions``,
@@ -167,16 +166,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
-        if current != text:
-            print(f"{OUTPUT.relative_to(ROOT)} is out of date: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUTPUT.relative_to(ROOT)} ({len(TOPICS)} topics)")
-    return 0
+    return write_or_check(OUTPUT, render(), argv, wrote=f"{len(TOPICS)} topics")
 
 
 if __name__ == "__main__":

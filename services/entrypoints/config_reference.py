@@ -23,9 +23,9 @@ import annotated_types
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
+from services.entrypoints.generated_docs import ROOT, write_or_check
 from services.platform import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "docs" / "configuration.md"
 PREFIX = "HIVEPIPE_"
 #: The heading of the fields above the first ``# Section.`` comment.
@@ -191,16 +191,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
-        if current != text:
-            print(f"{OUTPUT.relative_to(ROOT)} is out of date: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUTPUT.relative_to(ROOT)} ({len(entries())} settings)")
-    return 0
+    return write_or_check(OUTPUT, render(), argv, wrote=f"{len(entries())} settings")
 
 
 if __name__ == "__main__":

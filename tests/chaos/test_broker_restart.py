@@ -66,25 +66,34 @@ def publish(url: str, count: int) -> None:
         device.loop_stop()
 
 
+def kill_and_relaunch(broker: embedded.Server) -> embedded.Server:
+    """SIGKILL, then the same server started again on its port and its store."""
+    os.kill(broker.pid, signal.SIGKILL)
+    broker.proc.wait()
+    assert broker.relaunch is not None
+    return broker.relaunch()
+
+
+def received(session: Session, count: int) -> list[int]:
+    """The payloads of the next ``count`` messages, sorted; the session closed after them."""
+    try:
+        return sorted(int(session.received.get(timeout=5).payload) for _ in range(count))
+    finally:
+        session.close()
+
+
 def test_messages_queued_for_a_session_survive_a_kill_of_the_broker(tmp_path: Path) -> None:
     broker = embedded.start_mqtt(tmp_path)
     try:
         Session(broker.url).close()  # the session exists, its client gone (a killed adapter)
         publish(broker.url, 20)
         time.sleep(2.5)  # Mosquitto saves its store when a whole second has passed since
-        os.kill(broker.pid, signal.SIGKILL)
-        broker.proc.wait()
-        assert broker.relaunch is not None
         url = broker.url
-        broker = broker.relaunch()
+        broker = kill_and_relaunch(broker)
         assert broker.url == url  # the same port: the roles' settings still point at it
         session = Session(broker.url)
-        try:
-            assert session.session_present
-            got = sorted(int(session.received.get(timeout=5).payload) for _ in range(20))
-        finally:
-            session.close()
-        assert got == list(range(20))
+        assert session.session_present
+        assert received(session, 20) == list(range(20))
     finally:
         broker.stop()
 
@@ -94,16 +103,8 @@ def test_a_plain_subscription_gets_what_was_published_before_it_came_back(tmp_pa
     try:
         Session(broker.url, "devices/+/up").close()  # the single adapter's session, then a kill
         time.sleep(2.5)  # saved
-        os.kill(broker.pid, signal.SIGKILL)
-        broker.proc.wait()
-        assert broker.relaunch is not None
-        broker = broker.relaunch()
+        broker = kill_and_relaunch(broker)
         publish(broker.url, 20)  # devices are back before the adapter: PUBACKed by Mosquitto
-        session = Session(broker.url, "devices/+/up")
-        try:
-            got = sorted(int(session.received.get(timeout=5).payload) for _ in range(20))
-        finally:
-            session.close()
-        assert got == list(range(20))
+        assert received(Session(broker.url, "devices/+/up"), 20) == list(range(20))
     finally:
         broker.stop()
