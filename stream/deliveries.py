@@ -45,6 +45,7 @@ from services.webhooks import (
     send_batch,
 )
 from stream.app import HivepipeApp
+from stream.batching import take_bursts
 from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,12 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     async def webhooks(stream: Any) -> None:
         store, _ = await open_store()
         try:
-            async for events in stream.noack_take(
-                settings.webhook_batch_size, within=settings.webhook_flush_interval
+            async for events in take_bursts(
+                stream,
+                settings.webhook_batch_size,
+                within=settings.webhook_flush_interval,
+                quiet=settings.flush_quiet,
+                ack=False,
             ):
                 batch = await retry_forever(
                     "looking up webhooks",

@@ -25,6 +25,7 @@ from services.platform import (
     outbox,
 )
 from stream.app import HivepipeApp
+from stream.batching import take_bursts
 from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,9 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     async def orbit_acks(stream: Any) -> None:
 
         pool, publisher = await open_resources()
-        async for values in stream.take(settings.batch_size, within=settings.flush_interval):
+        async for values in take_bursts(
+            stream, settings.batch_size, within=settings.flush_interval, quiet=settings.flush_quiet
+        ):
             acks = read_acks(values)
             if not acks:
                 continue

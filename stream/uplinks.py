@@ -17,6 +17,7 @@ from services.platform import (
 from services.readings import process_uplinks
 from services.uplinks import journal
 from stream.app import HivepipeApp
+from stream.batching import take_bursts
 from stream.retry import retry_forever
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     async def decode(stream: Any) -> None:
         pool, publisher = await app.resources.open()
         directory = app.resources.directory
-        async for values in stream.take(settings.batch_size, within=settings.flush_interval):
+        async for values in take_bursts(
+            stream, settings.batch_size, within=settings.flush_interval, quiet=settings.flush_quiet
+        ):
             envelopes, unreadable = read_envelopes(values)
             if unreadable:
                 await retry_forever(

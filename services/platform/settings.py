@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=1000, ge=1)
     #: Longest a worker's batch waits to fill (s).
     flush_interval: float = Field(default=0.1, gt=0)
+    #: A worker's batch (uplinks, Orbit acks, webhooks) leaves once no record has arrived for
+    #: this long (s): records come in bursts, one per fetch, so a burst is stored as soon as it
+    #: has arrived instead of waiting out ``flush_interval`` (stream/batching.py).
+    flush_quiet: float = Field(default=0.005, gt=0)
     #: PostgreSQL connections per process (API or worker).
     db_pool_size: int = Field(default=8, ge=1)
     #: Prepared statements on the pools' connections (off for a PgBouncer older than 1.21 in
