@@ -85,7 +85,7 @@ async def test_without_ack_the_events_are_yielded() -> None:
         await agent.put("a")
 
     batches = await run_agent(feed, within=5.0, quiet=0.02, ack=False)
-    (_, events), = batches
+    ((_, events),) = batches
     assert [event.value for event in events] == ["a"]
 
 
