@@ -51,11 +51,12 @@ def summarise(folded: Path, top: int = 25) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--rate", type=float, default=500.0, help="0: a flood")
     parser.add_argument("--callbacks", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/hivepipe-profile"))
-    parser.add_argument("--roles", default="api,worker")
+    parser.add_argument("--roles", default="api,worker", help='"" measures CPU only')
     args = parser.parse_args()
+    roles = [role for role in args.roles.split(",") if role]
     args.out.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     figures = Figures()
@@ -63,7 +64,7 @@ def main() -> None:
         # A first run warms up (topics, pools, prepared statements), then the measured one.
         asyncio.run(drive_callbacks(run, 2_000, figures=figures, rate=args.rate))
         pids = run.pids()
-        duration = int(args.callbacks / args.rate) + 2
+        duration = int(args.callbacks / (args.rate or 1000)) + 2
         spies = [
             subprocess.Popen(  # noqa: S603
                 [
@@ -85,7 +86,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            for role in args.roles.split(",")
+            for role in roles
         ]
         result: dict[str, float] = {}
 
@@ -108,7 +109,12 @@ def main() -> None:
             proc.wait()
     print(f"CPU per callback at {args.rate:.0f}/s: {describe(cpu)}")
     print(f"callback → stored p50 / p99: {result['p50']:.0f} / {result['p99']:.0f} ms")
-    for role in args.roles.split(","):
+    print(
+        f"callbacks accepted {result['accept_rate']:,.0f}/s, points stored"
+        f" {result['points_rate']:,.0f}/s, answer p50 / p99 {result['answer_p50']:.0f}"
+        f" / {result['answer_p99']:.0f} ms"
+    )
+    for role in roles:
         path = args.out / f"{role}.folded"
         print(f"\n== {role} ==")
         print(summarise(path) if path.exists() else "no profile")

@@ -207,6 +207,7 @@ def claim_groups(ctx: ApiContext) -> ClaimGroups | None:
             durable=ctx.settings.intake_journal,
             slots=ctx.settings.claim_slots,
             timeout=DB_TIMEOUT,
+            linger=ctx.settings.claim_linger_ms / 1000,
         )
     return ctx.claims
 

@@ -185,7 +185,8 @@ class MqttIngest:
     # -- batches: publish, then acknowledge ------------------------------------------------
 
     async def _pump(self) -> None:
-        while batch := await self._bridge.next_batch(self._max_batch):
+        linger = self.settings.mqtt_linger_ms / 1000
+        while batch := await self._bridge.next_batch(self._max_batch, linger):
             if not await self._handle(batch):
                 return
 

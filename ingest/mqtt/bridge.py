@@ -24,7 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.mqtt.probe import BrokerCapabilities, new_client, probe_broker
-from services.platform import BrokerAddress, Settings
+from services.platform import ArrivalRate, BrokerAddress, Settings
 from services.uplinks import subscriptions
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class PahoBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: collections.deque[Received] = collections.deque()
         self._wake = asyncio.Event()
+        self._arrivals = ArrivalRate()
         self._wake_pending = False
         self._subscribed = asyncio.Event()
         self._generation = 0
@@ -98,15 +99,24 @@ class PahoBridge:
         """Messages received and not taken yet."""
         return len(self._inbox)
 
-    async def next_batch(self, max_size: int) -> list[Received]:
-        """Up to ``max_size`` messages, waiting for the first; ``[]`` once stopped and empty."""
+    async def next_batch(self, max_size: int, linger: float = 0.0) -> list[Received]:
+        """Up to ``max_size`` messages, waiting for the first, then ``linger`` seconds for
+        more while fewer have come, when the recent rate says a few more will
+        (:class:`ArrivalRate`: a rare message is not held); ``[]`` once stopped and empty."""
         while not self._inbox:
             if self._stopping:
                 return []
             self._wake.clear()
             if not self._inbox:
                 await self._wake.wait()
+        if (
+            len(self._inbox) < max_size
+            and not self._stopping
+            and self._arrivals.worth_lingering(linger)
+        ):
+            await asyncio.sleep(linger)
         count = min(len(self._inbox), max_size)
+        self._arrivals.arrived(time.monotonic(), count)
         return [self._inbox.popleft() for _ in range(count)]
 
     def ack(self, batch: list[Received]) -> int:

@@ -3,6 +3,7 @@ pool and migrations, the TimescaleDB layer, the transactional outbox, the Kafka 
 (``events``), metrics and process tuning. It imports nothing of the domain."""
 
 from services.platform import kafka_offsets, metrics, outbox, runtime, timescale_aggregates
+from services.platform.arrivals import ArrivalRate
 from services.platform.db import REQUEST_TIMEOUT, connection_kwargs, migrate_for, open_pool
 from services.platform.events import (
     ALL_TOPICS,
@@ -28,6 +29,7 @@ from services.platform.topic_repair import TopicRepair
 __all__ = [
     "AGGREGATE_BUCKETS",
     "ALL_TOPICS",
+    "ArrivalRate",
     "BrokerAddress",
     "DataPoint",
     "DeviceEvent",

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     mqtt_session_expiry: int = Field(default=86_400, ge=0)
     #: Serve the MQTT ingest's Prometheus metrics on this port (none when unset).
     mqtt_metrics_port: int | None = None
+    #: How long the MQTT ingest gathers messages after the first of a batch (ms) before it
+    #: journals, publishes and acknowledges them together, while the last second's rate says a
+    #: few more will come: each batch costs a database commit and a Kafka request, which tansu
+    #: and the worker pay for (docs/benchmarks.md). A PUBACK then waits up to this much longer;
+    #: a client that publishes one message at a time is held down to about 150 a second: set 0
+    #: for it. 0: a batch is what has arrived when the last one is done.
+    mqtt_linger_ms: int = Field(default=25, ge=0, le=1000)
     #: Where a worker serves its Prometheus metrics (on ``api_host``); none when unset.
     worker_metrics_port: int | None = None
     #: API processes ``hivepipe up`` runs on one listening socket: when one dies, the others
@@ -108,15 +115,22 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=5000)
 
     #: How long the API's Kafka producer gathers callbacks' uplinks into one produce request
-    #: (ms). Each callback still waits for its own acknowledgement; batching them halves the
-    #: broker's and the API's CPU per uplink at 500/s, which is what keeps the Sigfox downlink
-    #: answer's p99 under 20 ms on a shared 2-core box (docs/benchmarks.md).
-    callback_linger_ms: int = Field(default=10, ge=0, le=1000)
+    #: (ms). Each callback still waits for its own acknowledgement. The claims gathered by
+    #: ``claim_linger_ms`` leave together anyway; this gathers what comes between them.
+    callback_linger_ms: int = Field(default=5, ge=0, le=1000)
     #: Statements the API runs at once for the uplink callbacks' dedup claims (and journal
     #: rows): the claims of callbacks that arrive while they run share the next statement,
     #: one transaction and one WAL flush for many (services/uplinks/claims.py). 0: one
     #: statement per callback.
     claim_slots: int = Field(default=2, ge=0, le=64)
+    #: How long a claim statement gathers the claims of the callbacks that arrive meanwhile
+    #: (ms), up to 16, and only while the last second's rate says more than a few will come:
+    #: at a steady rate it turns a statement, a transaction and a WAL flush per callback into
+    #: one per group, and their uplinks then leave in one Kafka request, which is what tansu
+    #: and the worker pay for (docs/benchmarks.md). A callback waits up to this much longer
+    #: for its answer; a network server that sends one callback at a time is held down to
+    #: about 100 a second: set 0 for it. 0: no linger.
+    claim_linger_ms: int = Field(default=40, ge=0, le=1000)
 
     #: CPU niceness of the roles that work in batches: the Faust worker, and the Kafka broker
     #: ``hivepipe up`` embeds. On a saturated box the API and PostgreSQL then answer first

@@ -4,8 +4,9 @@ Each uplink callback needs its dedup claim, its device's state and its journal r
 (:mod:`services.uplinks.dedup`) before it may be answered. One statement per callback costs a
 round trip, a transaction and a WAL flush each: at a few hundred callbacks per second that is
 most of what PostgreSQL and the API's database driver spend. :class:`ClaimGroups` sends a
-claim at once when a statement slot is free (no added latency at a low rate), and otherwise
-puts it in the next group, which one statement claims whole when a slot frees up. Every
+claim at once when a statement slot is free (after ``linger``, to gather the claims of the
+callbacks that arrive meanwhile), and otherwise puts it in the next group, which one
+statement claims whole when a slot frees up. Every
 claim of a group is committed, or none (the statement is one transaction). A group of one
 uses the single claim's statement: at a steady 500 callbacks/s most groups are of one, and the
 grouped statement (unnest, joins) cost PostgreSQL more for one row (docs/benchmarks.md).
@@ -22,7 +23,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.platform import Message
+from services.platform import ArrivalRate, Message
 from services.uplinks.dedup import CLAIM_UPSERT, claim_checking_device
 
 Pool = AsyncConnectionPool[AsyncConnection[dict[str, Any]]]
@@ -111,17 +112,27 @@ class ClaimGroups:
     slots: int = 2
     max_group: int = 256
     timeout: float = 5.0
+    #: How long a statement gathers claims before it runs (s), see :meth:`_gather`.
+    linger: float = 0.0
+    #: A statement stops gathering once this many claims wait.
+    enough: int = 16
     _waiting: list[_Waiting] = field(default_factory=list)
     _running: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _gathered: asyncio.Event | None = None
+    _arrivals: ArrivalRate = field(default_factory=ArrivalRate)
 
     async def claim(self, claim: Claim) -> tuple[bool, bool | None]:
         """Whether ``claim`` is new, and whether its device is active (None: unknown)."""
-        future: asyncio.Future[tuple[bool, bool | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[bool, bool | None]] = loop.create_future()
         self._waiting.append(_Waiting(claim, future))
-        if self._running < self.slots:
+        if self.linger > 0:
+            self._arrivals.arrived(loop.time())
+            if self._gathered is not None and len(self._waiting) >= self.enough:
+                self._gathered.set()
+        # A statement gathering claims takes this one too: no other starts meanwhile.
+        if self._running < self.slots and self._gathered is None:
             self._running += 1
             task = asyncio.create_task(self._drain())
             self._tasks.add(task)
@@ -130,12 +141,34 @@ class ClaimGroups:
 
     async def _drain(self) -> None:
         try:
-            while self._waiting:
+            await self._gather()
+            # Claims that come while another statement gathers are that one's to take.
+            while self._waiting and self._gathered is None:
                 group = self._waiting[: self.max_group]
                 del self._waiting[: self.max_group]
                 await self._claim(group)
         finally:
             self._running -= 1
+
+    async def _gather(self) -> None:
+        """Before a statement runs: wait up to ``linger`` for ``enough`` claims, when the claims
+        of the last second say that more than a few will come meanwhile.
+
+        At a steady rate most claims would otherwise run alone (a round trip, a transaction and
+        a WAL flush each). Rare callbacks are not held (nothing would join them), a flood's
+        callbacks barely (``enough`` of them come quickly), and a network server that sends
+        one callback at a time is held at most until its rate falls below
+        ``WORTH / linger``, about 100/s with 40 ms (:mod:`services.platform.arrivals`).
+        """
+        if len(self._waiting) >= self.enough or not self._arrivals.worth_lingering(self.linger):
+            return
+        self._gathered = gathered = asyncio.Event()
+        try:
+            await asyncio.wait_for(gathered.wait(), self.linger)
+        except TimeoutError:
+            pass
+        finally:
+            self._gathered = None
 
     async def _claim(self, group: list[_Waiting]) -> None:
         first: dict[str, _Waiting] = {}

@@ -5,6 +5,7 @@ duplicate, its device's state, and its journal row only when claimed for an acti
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import psycopg
@@ -80,3 +81,36 @@ async def test_a_failed_statement_fails_every_claim_of_its_group(migrated_url: s
     assert all(isinstance(r, Exception) for r in results), results
     with pytest.raises(Exception):  # noqa: B017,PT011 (the pool's own error type)
         await groups.claim(_claim("C60003", 9))
+
+
+async def test_with_a_linger_claims_that_arrive_one_by_one_share_a_statement(
+    migrated_url: str,
+) -> None:
+    """At a steady rate a claim usually finds a slot free and would run alone; the linger
+    gathers the ones arriving meanwhile into its statement. Rare claims are not held."""
+    register_devices(migrated_url, [("C60004", "orbit-t", True)])
+    pool = await open_pool(migrated_url, size=4)
+    counting = CountingPool(pool)
+    groups = ClaimGroups(counting, window_seconds=600, slots=2, linger=0.2)  # type: ignore[arg-type]
+
+    async def arriving(groups: ClaimGroups, seq: int, every: float, base: int = 0) -> float:
+        await asyncio.sleep(seq * every)
+        started = time.perf_counter()
+        assert await groups.claim(_claim("C60004", base + seq)) == (True, True)
+        return time.perf_counter() - started
+
+    try:
+        # 100 claims a second for 0.6 s: the rate that makes a linger worth it.
+        await asyncio.gather(*(arriving(groups, seq, 0.01) for seq in range(60)))
+        assert counting.taken < 60, counting.taken  # grouped once the rate is known
+        counting.taken = 0
+        await asyncio.gather(*(arriving(groups, seq, 0.01, 100) for seq in range(8)))
+        assert counting.taken == 1, counting.taken
+        # Rare claims (4 a few hundred ms apart, a new process): one statement each, not held.
+        rare = ClaimGroups(counting, window_seconds=600, slots=2, linger=0.2)  # type: ignore[arg-type]
+        counting.taken = 0
+        waits = await asyncio.gather(*(arriving(rare, seq, 0.3, 200) for seq in range(4)))
+        assert counting.taken == 4, counting.taken
+        assert max(waits) < 0.15, waits
+    finally:
+        await pool.close()

@@ -174,6 +174,51 @@ async def test_messages_that_cannot_be_used_go_to_dead_letter_and_are_acked(
         assert again.stats.received == 0
 
 
+async def test_the_linger_gathers_a_steady_trickle_but_holds_no_rare_message(
+    cfg: Settings,
+) -> None:
+    """Messages every 10-20 ms: without a linger each would be its own batch (a commit and a
+    Kafka request each); with 400 ms they are journaled and published together. A message
+    that comes alone is not held for the linger."""
+    assert cfg.mqtt_url
+    url = cfg.mqtt_url
+
+    def trickle(client: Any, count: int, every: float) -> None:
+        for n in range(count):
+            body = orjson.dumps({"values": {"n": n}})
+            client.publish(topic(cfg, "sensor-1"), body, qos=1)
+            time.sleep(every)
+
+    async def acked(ingest: MqttIngest, count: int) -> None:
+        deadline = time.monotonic() + 10
+        while ingest.stats.acked < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert ingest.stats.acked == count
+
+    lingering = cfg.model_copy(update={"mqtt_linger_ms": 400})
+    async with running(lingering) as ingest:
+        with mqtt_publisher(url) as client:
+            # One message alone: answered at once, not after the linger.
+            started = time.monotonic()
+            await asyncio.to_thread(trickle, client, 1, 0)
+            await acked(ingest, 1)
+            assert time.monotonic() - started < 0.3
+            # A steady 100/s makes the linger worth it; then 10 messages 20 ms apart.
+            await asyncio.to_thread(trickle, client, 40, 0.01)
+            await acked(ingest, 41)
+            before = ingest.stats.batches
+            await asyncio.to_thread(trickle, client, 10, 0.02)
+            await acked(ingest, 51)
+            assert ingest.stats.batches - before <= 2, ingest.stats.batches - before
+    # The same session (another client id would share the subscription with the first's).
+    plain = cfg.model_copy(update={"mqtt_linger_ms": 0})
+    async with running(plain) as ingest:
+        with mqtt_publisher(url) as client:
+            await asyncio.to_thread(trickle, client, 10, 0.02)
+            await acked(ingest, 10)
+            assert ingest.stats.batches >= 5, ingest.stats.batches
+
+
 async def test_a_shared_subscription_splits_the_load(cfg: Settings) -> None:
     if not v5_broker(cfg):
         pytest.skip("the broker has no MQTT 5 shared subscriptions")
