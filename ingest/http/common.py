@@ -189,13 +189,14 @@ async def bounded(ctx: ApiContext, work: Awaitable[T]) -> T:
     through); its journal row covers a process that dies meanwhile.
     """
     task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.wait_for(asyncio.shield(task), ctx.settings.callback_deadline)
-    except TimeoutError:
+    # asyncio.wait leaves the task running when it times out (or is cancelled): no shield.
+    done, _ = await asyncio.wait((task,), timeout=ctx.settings.callback_deadline)
+    if not done:
         task.add_done_callback(_late)
         raise ApiError(
             503, "pipeline_timeout", "The pipeline did not take the uplink in time; retry."
-        ) from None
+        )
+    return task.result()
 
 
 def claim_groups(ctx: ApiContext) -> ClaimGroups | None:

@@ -127,6 +127,10 @@ def create_app(
         description="IoT ingestion pipeline: callbacks, queries, devices, Orbit parameters.",
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
+        # Metrics are Prometheus' (/metrics). FastAPI's OpenTelemetry bridge asked OTel for
+        # its three providers on every request (reading os.environ each time) to learn that
+        # none is configured: about 3 % of the API's CPU per callback.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     install_openapi_errors(app)
