@@ -47,7 +47,7 @@ def write_chart(
         for label, figures in (("hivepipe, 500/s", cpu), ("hivepipe, flood", flood_cpu or {})):
             bottom = 0.0
             for process, ms in figures.items():
-                if process == "total":
+                if process == "total" or process.startswith("_"):
                     continue
                 known = process in colours_by_process
                 colour = colours_by_process.setdefault(process, f"C{len(colours_by_process)}")
