@@ -9,12 +9,13 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.entrypoints import embedded
-from services.entrypoints.roles import spawn_role, stop_process
+from services.entrypoints.roles import api_answers, bind_api_socket, spawn_role, stop_process
 from services.entrypoints.supervisor import Installation, prepare, start_servers
 from services.platform.settings import Settings
 
@@ -45,8 +46,10 @@ class Running:
 
 @contextlib.contextmanager
 def running_pipeline(
-    *, roles: tuple[str, ...] = ("worker", "api"), **overrides: object
+    *, roles: tuple[str, ...] = ("worker", "api"), api_processes: int = 1, **overrides: object
 ) -> Iterator[Running]:
+    """``api_processes`` > 1: that many API processes on one listening socket, as ``hivepipe
+    up`` runs them (named ``api``, ``api-2``, ...)."""
     import asyncio
 
     with tempfile.TemporaryDirectory(prefix="hivepipe-bench-") as tmp:
@@ -69,8 +72,22 @@ def running_pipeline(
             for name, value in overrides.items():
                 env[f"HIVEPIPE_{name.upper()}"] = str(value)
             for role in roles:
+                if role == "api" and api_processes > 1:
+                    listener = bind_api_socket(install.settings)
+                    fd = listener.fileno()
+                    for n in range(api_processes):
+                        name = "api" if n == 0 else f"api-{n + 1}"
+                        procs[name] = spawn_role(role, env, args=("--fd", str(fd)), pass_fds=(fd,))
+                    listener.close()  # the API processes hold it
+                    continue
                 procs[role] = spawn_role(role, env)
-            if "api" in procs:
+            if "api" in procs and api_processes > 1:
+                # A shared socket accepts before any process is ready: wait for an answer.
+                deadline = time.monotonic() + 60
+                while not api_answers(install.settings):
+                    assert time.monotonic() < deadline, "the API processes did not answer"
+                    time.sleep(0.2)
+            elif "api" in procs:
                 embedded.wait_for_port(install.settings.api_port, timeout=60, proc=procs["api"])
             yield Running(install, key, procs)
         finally:

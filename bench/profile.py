@@ -55,12 +55,13 @@ def main() -> None:
     parser.add_argument("--callbacks", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/hivepipe-profile"))
     parser.add_argument("--roles", default="api,worker", help='"" measures CPU only')
+    parser.add_argument("--api-processes", type=int, default=1)
     args = parser.parse_args()
     roles = [role for role in args.roles.split(",") if role]
     args.out.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     figures = Figures()
-    with running_pipeline() as run:
+    with running_pipeline(api_processes=args.api_processes) as run:
         # A first run warms up (topics, pools, prepared statements), then the measured one.
         asyncio.run(drive_callbacks(run, 2_000, figures=figures, rate=args.rate))
         pids = run.pids()

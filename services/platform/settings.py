@@ -116,8 +116,9 @@ class Settings(BaseSettings):
 
     #: How long the API's Kafka producer gathers callbacks' uplinks into one produce request
     #: (ms). Each callback still waits for its own acknowledgement. The claims gathered by
-    #: ``claim_linger_ms`` leave together anyway; this gathers what comes between them.
-    callback_linger_ms: int = Field(default=5, ge=0, le=1000)
+    #: ``claim_linger_ms`` leave together anyway, so a longer linger saved no CPU at 500
+    #: callbacks/s (5 ms against 1) and only slowed a flood's answers (docs/benchmarks.md).
+    callback_linger_ms: int = Field(default=1, ge=0, le=1000)
     #: Statements the API runs at once for the uplink callbacks' dedup claims (and journal
     #: rows): the claims of callbacks that arrive while they run share the next statement,
     #: one transaction and one WAL flush for many (services/uplinks/claims.py). 0: one
