@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from bench.cpu import by_process
+
 #: The Node-RED flow of issue #16 on this machine kind (HTTP-in, decode, batched INSERT).
 NODE_RED_POINTS = (7_894, 8_605)
 NODE_RED_CPU_MS = 0.96
@@ -46,9 +48,7 @@ def write_chart(
         colours_by_process: dict[str, str] = {}
         for label, figures in (("hivepipe, 500/s", cpu), ("hivepipe, flood", flood_cpu or {})):
             bottom = 0.0
-            for process, ms in figures.items():
-                if process == "total" or process.startswith("_"):
-                    continue
+            for process, ms in by_process(figures).items():
                 known = process in colours_by_process
                 colour = colours_by_process.setdefault(process, f"C{len(colours_by_process)}")
                 right.bar(

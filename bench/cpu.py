@@ -60,10 +60,13 @@ def per_uplink_ms(
     return figures
 
 
+def by_process(figures: Mapping[str, float]) -> dict[str, float]:
+    """The pipeline's processes' figures alone: without ``total`` and the load generator's."""
+    return {k: v for k, v in figures.items() if k != "total" and not k.startswith("_")}
+
+
 def describe(figures: Mapping[str, float]) -> str:
-    parts = ", ".join(
-        f"{k} {v:.2f}" for k, v in figures.items() if k != "total" and not k.startswith("_")
-    )
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in by_process(figures).items())
     load = f"; load generator {figures[LOAD]:.2f}, not counted" if LOAD in figures else ""
     return f"{figures['total']:.2f} ms ({parts}{load})"
 
