@@ -56,14 +56,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/hivepipe-profile"))
     parser.add_argument("--roles", default="api,worker", help='"" measures CPU only')
     parser.add_argument("--api-processes", type=int, default=1)
+    parser.add_argument(
+        "--prefill", type=int, default=0, help="a flood of this many callbacks first"
+    )
     args = parser.parse_args()
     roles = [role for role in args.roles.split(",") if role]
     args.out.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     figures = Figures()
     with running_pipeline(api_processes=args.api_processes) as run:
+        if args.prefill:
+            asyncio.run(
+                drive_callbacks(run, args.prefill, figures=figures, rate=0, seq_base=100_000)
+            )
         # A first run warms up (topics, pools, prepared statements), then the measured one.
-        asyncio.run(drive_callbacks(run, 2_000, figures=figures, rate=args.rate))
+        asyncio.run(
+            drive_callbacks(run, 2_000, figures=figures, rate=args.rate, register=not args.prefill)
+        )
         pids = run.pids()
         duration = int(args.callbacks / (args.rate or 1000)) + 2
         spies = [

@@ -24,7 +24,7 @@ class HivepipeApp(faust.App):
     logger = logging.getLogger("faust.hivepipe.app")
     resources: Resources
     #: The consumer's fetch wait (ms), read by :mod:`stream.transport`.
-    fetch_max_wait_ms: int = 50
+    fetch_max_wait_ms: int = 100
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)

@@ -60,6 +60,19 @@ class Installation:
         return {**os.environ, **self.settings.as_env()}
 
 
+def embedded_partitions(settings: Settings) -> int:
+    """Partitions per topic on the embedded Kafka when ``HIVEPIPE_PARTITIONS`` is not set: one
+    per worker ``hivepipe up`` runs.
+
+    tansu's memory store keeps one object per partition per produce request, and each fetch
+    that finds new data lists every object the partition holds: its CPU per uplink is about
+    the partitions one request touches times what they hold. A batch of uplinks keyed by
+    device touches every partition, so 4 partitions for 1 worker cost tansu 2.4 times the CPU
+    of 1 (docs/benchmarks.md). The embedded broker starts empty each time, so the count is
+    chosen again at each start; more workers than partitions would sit idle."""
+    return settings.workers
+
+
 def start_servers(settings: Settings) -> Installation:
     """Start an embedded server for each of PostgreSQL, Kafka and MQTT that is not configured."""
     data_dir = settings.data_dir.resolve()
@@ -75,6 +88,8 @@ def start_servers(settings: Settings) -> Installation:
             port = previous_port(data_dir, "kafka")
             servers.append(embedded.start_kafka(data_dir, port, niceness=settings.background_nice))
             updates["kafka"] = servers[-1].url
+            if "partitions" not in settings.model_fields_set:
+                updates["partitions"] = embedded_partitions(settings)
         if not settings.mqtt_url:
             servers.append(embedded.start_mqtt(data_dir, previous_port(data_dir, "mqtt_url")))
             updates["mqtt_url"] = servers[-1].url
