@@ -12,7 +12,7 @@ import aiohttp
 import httpx
 import orjson
 import stamina
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.progress import Progress
 
 from bench.env import Running
@@ -61,6 +61,29 @@ async def register_devices(client: httpx.AsyncClient, key: str, count: int) -> l
     return ids
 
 
+#: Where each run's subscriber stopped reading ``readings`` (per Kafka and topic): the next run
+#: on the same pipeline starts there, instead of reading every earlier run's messages again
+#: (which cost tansu, in the next run's measured window, a fetch of all of them).
+_READ_UP_TO: dict[tuple[str, str], dict[int, int]] = {}
+
+
+async def _readings_subscriber(kafka: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer of every partition of ``topic``, from where the last run stopped, else from
+    the start (tansu's end offsets are not to be trusted for "latest")."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
+    await consumer.start()
+    await consumer.topics()  # the metadata, for the partitions
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    read_up_to = _READ_UP_TO.get((kafka, topic), {})
+    for tp in partitions:
+        if tp.partition in read_up_to:
+            consumer.seek(tp, read_up_to[tp.partition])
+        else:
+            await consumer.seek_to_beginning(tp)
+    return consumer
+
+
 async def drive_callbacks(
     run: Running,
     n: int,
@@ -97,14 +120,7 @@ async def drive_callbacks(
         stored_points = 0
         done = asyncio.Event()
 
-        consumer = AIOKafkaConsumer(
-            s.topic(TOPIC_READINGS),
-            bootstrap_servers=s.kafka,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        # "earliest": the topic is new, and tansu's end offsets are not to be trusted for "latest".
+        consumer = await _readings_subscriber(s.kafka or "", s.topic(TOPIC_READINGS))
 
         async def watch() -> None:
             nonlocal stored_points
@@ -160,6 +176,9 @@ async def drive_callbacks(
             total_s = time.perf_counter() - started
         done.set()
         await watcher
+        _READ_UP_TO[(s.kafka or "", s.topic(TOPIC_READINGS))] = {
+            tp.partition: await consumer.position(tp) for tp in consumer.assignment()
+        }
         await consumer.stop()
     return {
         "accepted": accepted,
