@@ -141,18 +141,27 @@ def steady_cpu(run: Running, n: int, seq_base: int, figures: Figures) -> dict[st
 
 def section_broker(run: Running, args: argparse.Namespace, figures: Figures) -> None:
     """Does the embedded broker's cost per message grow with what it holds? The same steady
-    load on the broker as it is, then after a million more messages (uplink-sized, on a topic
-    of their own)."""
+    load on a fresh pipeline of its own (a fresh tansu), again after a flood through the
+    pipeline's own topics, and again after a million more messages (uplink-sized, on a topic
+    nobody reads)."""
     from bench.callbacks import fill_topic
 
-    before = steady_cpu(run, 5_000, args.callbacks // 1000 + 40, figures)
-    fill_rate = asyncio.run(fill_topic(run, args.fill))
-    after = steady_cpu(run, 5_000, args.callbacks // 1000 + 60, figures)
+    with running_pipeline() as fresh:
+        asyncio.run(drive_callbacks(fresh, 2_000, figures=figures, rate=500.0))  # registers
+        before = steady_cpu(fresh, 5_000, 10, figures)
+        asyncio.run(
+            drive_callbacks(fresh, args.callbacks, figures=figures, seq_base=20, register=False)
+        )
+        through = steady_cpu(fresh, 5_000, 20 + args.callbacks // 1000 + 10, figures)
+        fill_rate = asyncio.run(fill_topic(fresh, args.fill))
+        after = steady_cpu(fresh, 5_000, 20 + args.callbacks // 1000 + 20, figures)
     figures.add(
-        f"CPU per callback at 500/s, then again after {args.fill:,} more messages in the"
-        " embedded broker",
-        f"{describe(before)} → {describe(after)}",
-        f"tansu {after['tansu'] / before['tansu']:.2f} × (filled at {fill_rate:,.0f} msg/s)",
+        f"CPU per callback at 500/s on a fresh embedded broker → after {args.callbacks:,}"
+        f" callbacks through the pipeline → after {args.fill:,} more messages on a topic"
+        " nobody reads",
+        f"{describe(before)} → {describe(through)} → {describe(after)}",
+        f"tansu {through['tansu'] / before['tansu']:.2f} ×, then"
+        f" {after['tansu'] / before['tansu']:.2f} × (filled at {fill_rate:,.0f} msg/s)",
     )
 
 

@@ -67,9 +67,9 @@ def embedded_partitions(settings: Settings) -> int:
     tansu's memory store keeps one object per partition per produce request, and each fetch
     that finds new data lists every object the partition holds: its CPU per uplink is about
     the partitions one request touches times what they hold. A batch of uplinks keyed by
-    device touches every partition, so 4 partitions for 1 worker cost tansu 2.4 times the CPU
-    of 1 (docs/benchmarks.md). The embedded broker starts empty each time, so the count is
-    chosen again at each start; more workers than partitions would sit idle."""
+    device touches every partition, so 4 partitions for 1 worker cost tansu 2 to 2.4 times
+    the CPU of 1 (docs/benchmarks.md). The embedded broker starts empty each time, so the
+    count is chosen again at each start; more workers than partitions would sit idle."""
     return settings.workers
 
 
