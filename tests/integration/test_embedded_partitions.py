@@ -1,4 +1,5 @@
-"""The embedded Kafka's partitions: one per worker unless ``HIVEPIPE_PARTITIONS`` says."""
+"""The embedded Kafka's partitions: one per worker unless ``HIVEPIPE_PARTITIONS`` says; a
+configured Kafka keeps the setting (4 unless set)."""
 
 from __future__ import annotations
 
@@ -11,39 +12,37 @@ from services.platform import Settings
 
 
 @pytest.mark.parametrize(
-    ("given", "expected"),
-    [({"workers": 1}, 1), ({"workers": 3}, 3), ({"workers": 1, "partitions": 4}, 4)],
+    ("embedded_kafka", "given", "expected"),
+    [
+        (True, {"workers": 1}, 1),
+        (True, {"workers": 3}, 3),
+        (True, {"workers": 1, "partitions": 4}, 4),
+        (False, {"workers": 1}, 4),
+    ],
 )
-def test_embedded_kafka_gets_one_partition_per_worker(
-    tmp_path: Path, pg_server: str, mqtt_server: str, given: dict[str, int], expected: int
+def test_partitions_follow_the_workers_on_the_embedded_kafka_only(
+    tmp_path: Path,
+    pg_server: str,
+    kafka_server: str,
+    mqtt_server: str,
+    embedded_kafka: bool,
+    given: dict[str, int],
+    expected: int,
 ) -> None:
+    kafka = None if embedded_kafka else kafka_server
     settings = Settings(
         data_dir=tmp_path,
         database_url=pg_server,
         mqtt_url=mqtt_server,
-        kafka=None,
+        kafka=kafka,
         embedded=True,
         **given,
     )
     install = start_servers(settings)
     try:
-        assert [server.name for server in install.servers] == ["kafka"]
+        started = ["kafka"] if embedded_kafka else []
+        assert [server.name for server in install.servers] == started
         assert install.settings.partitions == expected
         assert install.child_env()["HIVEPIPE_PARTITIONS"] == str(expected)
     finally:
         install.stop_servers()
-
-
-def test_a_configured_kafka_keeps_the_partitions_setting(
-    tmp_path: Path, pg_server: str, kafka_server: str, mqtt_server: str
-) -> None:
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=pg_server,
-        kafka=kafka_server,
-        mqtt_url=mqtt_server,
-        embedded=True,
-    )
-    install = start_servers(settings)
-    assert install.servers == []
-    assert install.settings.partitions == 4
