@@ -23,8 +23,9 @@ class HivepipeApp(faust.App):
     #: Faust's, quiet below the debug level (:class:`Worker`).
     logger = logging.getLogger("faust.hivepipe.app")
     resources: Resources
-    #: The consumer's fetch wait (ms), read by :mod:`stream.transport`.
-    fetch_max_wait_ms: int = 100
+    #: The consumer's fetch wait (ms), read by :mod:`stream.transport`; the setting's default
+    #: until :func:`stream.worker.create_app` sets the configured one.
+    fetch_max_wait_ms: int = Settings.model_fields["fetch_max_wait_ms"].default
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)

@@ -11,7 +11,7 @@ records to the streams without three tasks per record.
   suspension still stops the delivery at the record it reached, and the records not delivered
   are fetched again after the rebalance, from the committed offsets, as before.
 
-Everything else is Faust's own. ``tests/unit/test_stream_transport.py`` pins the Faust loop
+Everything else is Faust's own. ``tests/unit/test_stream_batching.py`` pins the Faust loop
 this one mirrors, so an upgrade that changes it is read before it lands.
 """
 

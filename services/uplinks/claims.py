@@ -8,8 +8,8 @@ claim at once when a statement slot is free (after ``linger``, to gather the cla
 callbacks that arrive meanwhile), and otherwise puts it in the next group, which one
 statement claims whole when a slot frees up. Every
 claim of a group is committed, or none (the statement is one transaction). A group of one
-uses the single claim's statement: at a steady 500 callbacks/s most groups are of one, and the
-grouped statement (unnest, joins) cost PostgreSQL more for one row (docs/benchmarks.md).
+(a rare callback, or ``linger`` 0) uses the single claim's statement: the grouped statement
+(unnest, joins) cost PostgreSQL more for one row (docs/benchmarks.md).
 """
 
 from __future__ import annotations
