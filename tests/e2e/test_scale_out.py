@@ -60,6 +60,11 @@ LIMIT = 20
 #: ``hivepipe up``'s settings for this test. The consumer session time-out is the default
 #: (10 s): with 4 s, three workers and everything else on two busy cores, a member slow to
 #: rejoin was dropped and the group rebalanced in a loop (docs/operations.md "Scaling out").
+#: The webhook lane wait is 10 s, not 0.25: past it a point goes through the retry queue, in no
+#: particular order (docs/webhooks.md "Order"), and on CI's two busy cores the receiver, in this
+#: process beside the load, can take longer than 0.25 s to answer (a CI run once saw a point
+#: arrive 3 after a later one). This test checks the order across rebalances; the lane wait has
+#: its own test.
 SETTINGS = {
     "HIVEPIPE_WORKERS": "2",
     "HIVEPIPE_API_PROCESSES": "2",
@@ -67,6 +72,7 @@ SETTINGS = {
     "HIVEPIPE_PARTITIONS": "4",
     "HIVEPIPE_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
     "HIVEPIPE_WEBHOOK_ALLOW_HTTP": "true",
+    "HIVEPIPE_WEBHOOK_LANE_WAIT": "10",
     "HIVEPIPE_RATE_LIMIT_PER_MINUTE": "100000",
     "HIVEPIPE_LOG_LEVEL": "info",
 }
