@@ -29,6 +29,11 @@ from services.uplinks import subscriptions
 
 log = logging.getLogger(__name__)
 
+#: A lingering batch leaves once no message has come for this part of the linger
+#: (:meth:`PahoBridge._linger`). Messages come in bursts (at 500/s, gaps of 15 to 30 ms were
+#: common): five gaps at the mean rate (10 ms) ended 171 of 185 batches early.
+QUIET = 0.5
+
 #: MQTT 5 SUBACK reason "Shared Subscriptions not supported".
 _SHARED_NOT_SUPPORTED = 0x9E
 
@@ -114,10 +119,26 @@ class PahoBridge:
             and not self._stopping
             and self._arrivals.worth_lingering(linger)
         ):
-            await asyncio.sleep(linger)
+            await self._linger(max_size, linger)
         count = min(len(self._inbox), max_size)
         self._arrivals.arrived(time.monotonic(), count)
         return [self._inbox.popleft() for _ in range(count)]
+
+    async def _linger(self, max_size: int, linger: float) -> None:
+        """Wait up to ``linger`` seconds for ``max_size`` messages, and no longer than
+        ``QUIET`` of it without a new one: a broker sends only so many messages before their
+        acknowledgements (Mosquitto's ``max_inflight_messages``, 20 by default), and waiting
+        out the linger then would only slow the flow down to that many per linger."""
+        started = time.monotonic()
+        quiet = linger * QUIET
+        seen, last = len(self._inbox), started
+        while len(self._inbox) < max_size and not self._stopping:
+            now = time.monotonic()
+            if now - started >= linger or now - last >= quiet:
+                return
+            await asyncio.sleep(min(quiet, started + linger - now))
+            if len(self._inbox) > seen:
+                seen, last = len(self._inbox), time.monotonic()
 
     def ack(self, batch: list[Received]) -> int:
         """Acknowledge a batch; the number of its messages now accepted for good.

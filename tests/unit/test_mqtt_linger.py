@@ -1,0 +1,85 @@
+"""The MQTT bridge's linger: a batch gathers what a steady flow brings within the linger, and
+leaves early once messages stop coming (a broker's in-flight window is full: it sends no more
+before our acknowledgements, so waiting out the linger would only slow the flow down).
+
+Messages are handed to the bridge the way paho's network thread does, through its
+``on_message`` callback, with paho's own message type; no broker is needed for the timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import paho.mqtt.client as mqtt
+
+from ingest.mqtt.bridge import PahoBridge
+from services.platform import Settings, parse_mqtt_url
+
+LINGER = 0.5
+
+
+def message(n: int) -> mqtt.MQTTMessage:
+    msg = mqtt.MQTTMessage(mid=n, topic=b"devices/sensor-1/up")
+    msg.qos = 1
+    msg.payload = b'{"values": {"n": %d}}' % n
+    return msg
+
+
+def bridge() -> PahoBridge:
+    settings = Settings(embedded=True, mqtt_url="mqtt://127.0.0.1:1883")
+    taking = PahoBridge(settings, parse_mqtt_url("mqtt://127.0.0.1:1883"), "t", share=False)
+    taking.start_taking()
+    return taking
+
+
+async def steady(into: PahoBridge, seconds: float, every: float = 0.002) -> int:
+    """Hand over a message every ``every`` seconds for ``seconds``; how many."""
+    n, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        into._on_message(None, None, message(n))
+        n += 1
+        await asyncio.sleep(every)
+    return n
+
+
+async def taken(into: PahoBridge, seconds: float) -> None:
+    """Take batches (lingering) for ``seconds``: the bridge learns the rate."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        await into.next_batch(10_000, LINGER)
+
+
+async def test_a_steady_flow_is_gathered_for_the_whole_linger() -> None:
+    """(The best of three batches: a stall of this busy test process longer than a few gaps
+    ends a batch early, as it would in the adapter, harmlessly.)"""
+    flowing = bridge()
+    feed = asyncio.create_task(steady(flowing, 3.0))
+    await taken(flowing, 0.8)
+    best: tuple[float, int] = (0.0, 0)
+    for _ in range(3):
+        started = time.monotonic()
+        batch = await flowing.next_batch(10_000, LINGER)
+        best = max(best, (time.monotonic() - started, len(batch)))
+    feed.cancel()
+    assert best[0] >= 0.8 * LINGER, best
+    assert best[1] >= 50, best
+
+
+async def test_a_lingering_batch_leaves_once_messages_stop_coming() -> None:
+    """20 messages at once (Mosquitto's in-flight window), then none until they are
+    acknowledged: the batch leaves after half the linger without a message, not after all of
+    it."""
+    stalled = bridge()
+    feed = asyncio.create_task(steady(stalled, 1.0))
+    await taken(stalled, 0.8)
+    await feed
+    while stalled.pending:  # what was left
+        await stalled.next_batch(10_000, 0.0)
+    for n in range(20):
+        stalled._on_message(None, None, message(10_000 + n))
+    started = time.monotonic()
+    batch = await stalled.next_batch(10_000, LINGER)
+    took = time.monotonic() - started
+    assert len(batch) == 20
+    assert took < 0.75 * LINGER, took
