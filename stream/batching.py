@@ -32,8 +32,8 @@ async def take_bursts(
     """Buffer ``stream``'s values and yield them in batches (see the module's text).
 
     ``ack`` True: yields values, and acknowledges their events when the body moves on (as
-    ``take``). False: yields the events themselves, which the body acknowledges (as
-    ``noack_take``).
+    ``take``, except that a body that raises or is cancelled acknowledges nothing). False:
+    yields the events themselves, which the body acknowledges (as ``noack_take``).
     """
     buffer: list[Any] = []
     events: list[Any] = []
@@ -89,14 +89,21 @@ async def take_bursts(
                 await stream.wait_for_stopped(full, timeout=left)
                 continue
             consuming = asyncio.get_running_loop().create_future()
+            taken = list(events)
+            moved_on = False
             try:
                 yield list(buffer)
+                moved_on = True
             finally:
                 buffer.clear()
-                if ack:
-                    for event in events:
-                        await stream.ack(event)
                 events.clear()
+                # Only a body that moved on has done its work. One that raised or was cancelled
+                # (a worker stopping mid-store) leaves its events unacknowledged: their offsets
+                # are not committed, and the partition's next reader takes them again. Faust's
+                # ``take`` acknowledges them here whatever happened, so they were skipped.
+                if ack and moved_on:
+                    for event in taken:
+                        await stream.ack(event)
                 notify(consuming)
                 full.clear()
                 consumed.set()

@@ -89,6 +89,40 @@ async def test_without_ack_the_events_are_yielded() -> None:
     assert [event.value for event in events] == ["a"]
 
 
+async def test_a_batch_whose_body_did_not_finish_is_not_acknowledged() -> None:
+    """A worker stopped (SIGTERM, leaving its group) while it stores a batch: the agent is
+    cancelled inside the body, the generator is closed, and the batch's events must stay
+    unacknowledged, or their offsets are committed and whoever takes the partition next skips
+    them (Faust's own ``take`` acknowledges them in a ``finally``; a CI run of the scale-out
+    test lost an accepted uplink so until the journal's replay)."""
+    app = faust.App("test-bursts-ack", store="memory://", web_enabled=False)
+    acked: list[Any] = []
+    storing = asyncio.Event()
+
+    @app.agent()
+    async def store(stream: Any) -> None:
+        real_ack = stream.ack
+
+        async def ack(event: Any) -> bool:
+            acked.append(event.value)
+            return bool(await real_ack(event))
+
+        stream.ack = ack
+        async for batch in take_bursts(stream, 10, within=5.0, quiet=0.02):
+            if "stuck" in batch:
+                storing.set()
+                await asyncio.Event().wait()  # the database does not answer; then the stop
+
+    async with store.test_context() as agent:
+        for value in (1, 2, 3):
+            await agent.put(value)
+        await asyncio.sleep(0.2)  # stored; acknowledged when the body moves on
+        await agent.put("stuck")
+        await asyncio.wait_for(storing.wait(), 5)
+    await asyncio.sleep(0.2)  # the closed generator's clean-up has run
+    assert acked == [1, 2, 3]
+
+
 def test_the_mirrored_faust_loop_is_unchanged() -> None:
     """stream.transport._Consumer._drain_messages mirrors Faust's (racing a suspension once per
     fetched batch instead of per record): a Faust whose loop differs must be read first."""
