@@ -89,21 +89,20 @@ async def take_bursts(
                 await stream.wait_for_stopped(full, timeout=left)
                 continue
             consuming = asyncio.get_running_loop().create_future()
-            taken = list(events)
             moved_on = False
             try:
                 yield list(buffer)
                 moved_on = True
             finally:
                 buffer.clear()
-                events.clear()
                 # Only a body that moved on has done its work. One that raised or was cancelled
                 # (a worker stopping mid-store) leaves its events unacknowledged: their offsets
                 # are not committed, and the partition's next reader takes them again. Faust's
                 # ``take`` acknowledges them here whatever happened, so they were skipped.
                 if ack and moved_on:
-                    for event in taken:
+                    for event in events:
                         await stream.ack(event)
+                events.clear()
                 notify(consuming)
                 full.clear()
                 consumed.set()

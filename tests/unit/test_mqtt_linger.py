@@ -27,8 +27,10 @@ def message(n: int) -> mqtt.MQTTMessage:
 
 
 def bridge() -> PahoBridge:
-    settings = Settings(embedded=True, mqtt_url="mqtt://127.0.0.1:1883")
-    taking = PahoBridge(settings, parse_mqtt_url("mqtt://127.0.0.1:1883"), "t", share=False)
+    url = "mqtt://127.0.0.1:1883"
+    taking = PahoBridge(
+        Settings(embedded=True, mqtt_url=url), parse_mqtt_url(url), "t", share=False
+    )
     taking.start_taking()
     return taking
 
