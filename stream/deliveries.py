@@ -153,7 +153,9 @@ def register(app: HivepipeApp, settings: Settings) -> None:
             ):
                 batch = await retry_forever(
                     "looking up webhooks",
-                    lambda e=events: prepare_fresh([event.value for event in e], store),
+                    lambda e=events: prepare_fresh(
+                        [event.value for event in e], store, keys=[event.key for event in e]
+                    ),
                 )
                 await in_flight.submit(functools.partial(deliver, batch, events, stream))
         finally:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
 
 from services.accounts import Principal
 from services.devices.ids import plausible_id, validate_new_device
-from services.platform import timescale_aggregates
+from services.platform import json_rows, timescale_aggregates
 
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -177,9 +176,9 @@ async def note_last_seen(conn: AsyncConnection[Row], seen: Mapping[str, float]) 
     if not seen:
         return
     await conn.execute(
-        "UPDATE devices d SET last_seen = GREATEST(d.last_seen, s.t)"
-        " FROM unnest(%s::text[], %s::timestamptz[]) AS s(id, t) WHERE d.id = s.id",
-        (list(seen), [datetime.fromtimestamp(t, UTC) for t in seen.values()]),
+        "UPDATE devices d SET last_seen = GREATEST(d.last_seen, to_timestamp((s.r->>1)::float8))"
+        " FROM json_array_elements(%s::json) AS s(r) WHERE d.id = s.r->>0",
+        (json_rows(list(seen.items())),),
     )
 
 

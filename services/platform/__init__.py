@@ -4,7 +4,13 @@ pool and migrations, the TimescaleDB layer, the transactional outbox, the Kafka 
 
 from services.platform import kafka_offsets, metrics, outbox, runtime, timescale_aggregates
 from services.platform.arrivals import ArrivalRate
-from services.platform.db import REQUEST_TIMEOUT, connection_kwargs, migrate_for, open_pool
+from services.platform.db import (
+    REQUEST_TIMEOUT,
+    connection_kwargs,
+    json_rows,
+    migrate_for,
+    open_pool,
+)
 from services.platform.events import (
     ALL_TOPICS,
     TOPIC_COMMANDS,
@@ -27,6 +33,7 @@ from services.platform.timescale_aggregates import AGGREGATE_BUCKETS
 from services.platform.topic_repair import TopicRepair
 
 __all__ = [
+    "json_rows",
     "AGGREGATE_BUCKETS",
     "ALL_TOPICS",
     "ArrivalRate",

@@ -28,7 +28,14 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.platform import TOPIC_UPLINKS, Message, Publisher, UplinkEnvelope, dumps
+from services.platform import (
+    TOPIC_UPLINKS,
+    Message,
+    Publisher,
+    UplinkEnvelope,
+    dumps,
+    json_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,13 @@ async def record(conn: Conn, entries: Sequence[tuple[str, Message]]) -> None:
     )
 
 
+#: The ids as one JSON parameter (``json_rows``), made an array in PostgreSQL: the same plan
+#: as ``= ANY(%s)``, without psycopg's per-element dump.
+_FORGET = (
+    "DELETE FROM uplink_journal WHERE id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))"
+)
+
+
 async def forget(conn: Conn, ids: Sequence[str], *, in_transaction: bool = False) -> None:
     """Delete the rows of uplinks now safe (stored, or acknowledged by a durable Kafka).
 
@@ -98,13 +112,13 @@ async def forget(conn: Conn, ids: Sequence[str], *, in_transaction: bool = False
     if not ids:
         return
     if in_transaction:
-        await conn.execute("DELETE FROM uplink_journal WHERE id = ANY(%s)", (list(ids),))
+        await conn.execute(_FORGET, (json_rows(list(ids)),))
         return
     await conn.execute(
         "DELETE FROM uplink_journal"
         " USING (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
-        " WHERE id = ANY(%s)",
-        (list(ids),),
+        " WHERE id = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))",
+        (json_rows(list(ids)),),
     )
 
 

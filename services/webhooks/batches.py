@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from services.accounts import usage
 from services.platform import Message, metrics
 from services.webhooks.lanes import Lanes
-from services.webhooks.model import Delivery, Plan, Settlement
+from services.webhooks.model import Delivery, Hook, Plan, Settlement
 from services.webhooks.planning import plan_deliveries, read_stored
 from services.webhooks.policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from services.webhooks.ports import DeliveryStore, PublishDeadLetters, WebhookSender
@@ -46,12 +46,34 @@ class Batch:
         return not (self.plan.size or self.unreadable or self.orphaned)
 
 
-async def prepare_fresh(values: Sequence[bytes], store: DeliveryStore) -> Batch:
-    """Read a batch of ``readings`` messages and plan its deliveries (one lookup)."""
+async def prepare_fresh(
+    values: Sequence[bytes], store: DeliveryStore, *, keys: Sequence[bytes | None] | None = None
+) -> Batch:
+    """Read a batch of ``readings`` messages and plan its deliveries (one lookup).
+
+    ``keys``: the messages' Kafka keys (``readings`` is keyed by device). With them the
+    webhooks are looked up first, and only the messages of devices that have webhooks, or of
+    no key, are read: most devices have none, and reading every message's points was most of
+    the webhook agent's cost (issue #16). A message is planned by the device in its value, as
+    without keys; one whose key names a device without webhooks is not read.
+    """
+    hooks: dict[str, Sequence[Hook]] = {}
+    if keys is not None:
+        by_key = [None if key is None else key.decode("utf-8", "replace") for key in keys]
+        devices = {device for device in by_key if device is not None}
+        if devices:
+            hooks.update(await store.active_hooks(devices))
+        values = [
+            value
+            for device, value in zip(by_key, values, strict=True)
+            if device is None or hooks.get(device)
+        ]
     messages, unreadable = read_stored(values)
     batch = Batch(unreadable=unreadable)
     if messages:
-        hooks = await store.active_hooks({m.device for m in messages})
+        missing = {m.device for m in messages} - hooks.keys()
+        if missing:
+            hooks.update(await store.active_hooks(missing))
         batch.plan = plan_deliveries(messages, hooks, failing=store.failing)
     return batch
 

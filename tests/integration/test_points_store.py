@@ -114,6 +114,23 @@ async def test_stored_points_round_trip(conn: psycopg.AsyncConnection[Any]) -> N
     ]
 
 
+async def test_stored_points_keep_their_text_and_values_exactly(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    # The batch travels as one JSON parameter: quotes, backslashes, non-ASCII text, the
+    # shortest float that round-trips, and a NaN (orjson writes null) come back as they went.
+    odd = 'q"uo\\te \u00e9\u2603\n'
+    batch = [
+        DataPoint("JSONX", 1_700_000_000.000001, odd, 0.1 + 0.2, odd),
+        DataPoint("JSONX", 1_700_000_000.5, "tiny", 5e-324, "x"),
+        DataPoint("JSONX", 1_700_000_001, "nan", math.nan, None),
+    ]
+    assert await store_points(conn, batch) == 3
+    page, _ = await query_points(conn, "JSONX", order="asc", limit=10)
+    assert page[:2] == batch[:2]
+    assert page[2].metric == "nan" and math.isnan(page[2].value)
+
+
 async def test_latest_only_moves_forward(conn: psycopg.AsyncConnection[Any]) -> None:
     await store_points(conn, [DataPoint("LAT", 1000.0, "t", 1.0, "C")])
     await store_points(conn, [DataPoint("LAT", 500.0, "t", 2.0, "C")])  # older: ignored

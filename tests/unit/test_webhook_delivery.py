@@ -409,6 +409,29 @@ async def test_a_batch_costs_one_lookup_and_is_recorded_once_despite_a_database_
     assert sum(v["deliveries"] for (user, _), v in counted.items() if user == owner) == 1
 
 
+async def test_with_keys_only_the_messages_of_devices_with_webhooks_are_read() -> None:
+    store = FakeStore(hooks={"A": (hook(1, "A"),)})
+    values = [dumps({"device": d, "points": [point(d, 1)]}) for d in "AB"]
+    # B has no webhooks: its value, garbage here, is not read (no dead letter for it). A
+    # message without a key is read, and its device looked up then; one whose key and value
+    # disagree is planned by its value's device.
+    keyed = await prepare_fresh(
+        [values[0], b"garbage", values[1], values[0]],
+        store,
+        keys=[b"A", b"B", None, b"C"],
+    )
+    assert keyed.unreadable == []
+    assert [[d.hook.id for d in chain] for chain in keyed.plan.chains] == [[1]]
+    assert store.lookups == 1  # the keyless message's device, B, had been looked up by key
+    unkeyed = await prepare_fresh([values[0], b"garbage", values[1]], store)
+    assert len(unkeyed.unreadable) == 1
+    assert unkeyed.plan.size == 1
+    store.hooks["C"] = (hook(2, "C"),)
+    late_value = dumps({"device": "C", "points": [point("C", 1)]})
+    late = await prepare_fresh([late_value], store, keys=[None])
+    assert [[d.hook.id for d in chain] for chain in late.plan.chains] == [[2]]
+
+
 async def test_claimed_retries_are_sent_concurrently_and_settled() -> None:
     h = hook(1, "A")
     store = FakeStore(
