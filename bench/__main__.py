@@ -18,10 +18,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.callbacks import Figures, baseline_insert, baseline_kafka, drive_callbacks
+from bench.callbacks import (
+    Figures,
+    baseline_insert,
+    baseline_kafka,
+    device_ids,
+    drive_callbacks,
+)
 from bench.chart import write_chart
 from bench.cpu import describe, measured
 from bench.env import Running, machine, running_pipeline
+from bench.nodered import NodeRedFigures, NodeRedUnavailable, measure_nodered
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 CHART = DOC.with_suffix(".png")
@@ -39,7 +46,60 @@ SECTIONS = (
 )
 
 
+def nodered_baseline(run: Running, args: argparse.Namespace) -> NodeRedFigures | str:
+    """The issue's Node-RED flow on the pipeline's PostgreSQL, while hivepipe is idle (stopped
+    before hivepipe's own flood), driven as hivepipe is; why not, when it could not run."""
+    try:
+        return measure_nodered(
+            run.settings.database_url or "",
+            run.pids()["postgres"],
+            run.settings.token or "bench",  # its own check, whatever hivepipe's is
+            device_ids(1000),
+            args.callbacks,
+            steady_seq_base=args.callbacks // 1000 + 20,
+        )
+    except NodeRedUnavailable as exc:
+        return f"skipped: {exc}"
+    except Exception as exc:  # a baseline that fails must not take hivepipe's figures with it
+        Console().print_exception()
+        return f"failed: {exc!r}"[:120]
+
+
+def add_nodered_figures(nodered: NodeRedFigures | str, figures: Figures) -> None:
+    flow = "Node-RED flow (HTTP-in, decode function, join 250/100 ms, multi-row INSERT)"
+    if isinstance(nodered, str):
+        figures.add(f"baseline: {flow}", nodered, "")
+        return
+    issue = "the issue's, another day"
+    for answered, result, then in (
+        ("at once", nodered.at_once, "7,894–8,605"),
+        ("only after its INSERT commits", nodered.after_commit, "5,774–5,940"),
+    ):
+        complete = result["rows"] >= result["expected_rows"]
+        rows = (
+            "" if complete else f"; only {result['rows']:,.0f} of {result['expected_rows']:,} rows"
+        )
+        figures.add(
+            f"baseline: {flow}, answering {answered}: points stored/s",
+            f"{result['points_rate']:,.0f} /s",
+            f"1 ({issue}: {then}){rows}",
+        )
+    figures.add(
+        "Node-RED CPU per callback at a steady 500/s (node + postgres)",
+        describe(nodered.cpu),
+        f"{issue}: 0.96 ms",
+    )
+
+
+def versus_nodered(hivepipe: float, nodered: float | None) -> str:
+    """A ratio column's "N × Node-RED in this run" (nothing when the flow did not run)."""
+    return f"; {hivepipe / nodered:.2f} × Node-RED in this run" if nodered else ""
+
+
 def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) -> None:
+    # The issue's Node-RED flow first, on the same PostgreSQL while hivepipe is idle.
+    nodered = nodered_baseline(run, args)
+    args.nodered = nodered if isinstance(nodered, NodeRedFigures) else None
     # The devices registered and the pipeline warm (not measured), then the flood, with the
     # CPU it cost every process.
     asyncio.run(drive_callbacks(run, 1_000, figures=figures, rate=500.0, seq_base=10_000))
@@ -76,6 +136,9 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
         f"{insert_rate:,.0f} rows/s",
         "1",
     )
+    add_nodered_figures(nodered, figures)
+    nodered_rate = args.nodered.at_once["points_rate"] if args.nodered else None
+    nodered_cpu = args.nodered.cpu["total"] if args.nodered else None
     figures.add(
         f"Sigfox callbacks accepted ({args.callbacks:,}, 4 points each, 64 concurrent)",
         f"{result['accept_rate']:,.0f} /s",
@@ -85,7 +148,7 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
         "data points stored end to end (callback → PostgreSQL)",
         f"{result['points_rate']:,.0f} /s",
         f"{result['points_rate'] / insert_rate:.2f} × raw INSERT; target ≥ 12,000/s"
-        " (Node-RED flow here: 7,894–8,605)",
+        " (Node-RED flow here: 7,894–8,605)" + versus_nodered(result["points_rate"], nodered_rate),
     )
     figures.add(
         "CPU per Sigfox callback during the flood, every process (load generator excluded)",
@@ -96,7 +159,7 @@ def section_callbacks(run: Running, args: argparse.Namespace, figures: Figures) 
         f"CPU per Sigfox callback at a steady {steady_rate:,.0f}/s, every process"
         " (load generator excluded)",
         describe(cpu),
-        "target ≤ 1.0 ms (Node-RED flow here: 0.96)",
+        "target ≤ 1.0 ms (Node-RED flow here: 0.96)" + versus_nodered(cpu["total"], nodered_cpu),
     )
     figures.add(
         "latency callback → stored during the flood, p50 / p99",
@@ -292,6 +355,7 @@ def main() -> None:
     args.cpu = args.flood_cpu = None
     args.stored = {}
     args.flood = None
+    args.nodered = None
     wanted = [name for name in SECTIONS if name in args.only.split(",")]
     console = Console()
     figures = Figures()
@@ -318,6 +382,7 @@ def main() -> None:
             insert_rate=args.insert_rate,
             cpu=args.cpu,
             flood_cpu=args.flood_cpu,
+            nodered=args.nodered,
         )
     write_doc(figures, wanted)
 

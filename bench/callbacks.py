@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 import stamina
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.progress import Progress
 
 from bench.env import Running
+from bench.http_load import HttpLoad, http_load
 from services.platform.events import TOPIC_READINGS, DataPoint, UplinkEnvelope, dumps
 
 
@@ -41,7 +43,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def register_devices(client: httpx.AsyncClient, key: str, count: int) -> list[str]:
-    ids = [f"B{i:05X}" for i in range(count)]
+    ids = device_ids(count)
     sem = asyncio.Semaphore(32)
 
     # Idempotent (201, then 409): a request lost with its connection is sent again, up to twice
@@ -84,6 +86,91 @@ async def _readings_subscriber(kafka: str, topic: str) -> AIOKafkaConsumer:
     return consumer
 
 
+#: The Sigfox network time of a callback of seqNumber 0; each later seqNumber is 10 minutes on.
+BASE_TIME = 1_700_000_000
+
+
+def device_ids(count: int) -> list[str]:
+    return [f"B{i:05X}" for i in range(count)]
+
+
+def callback_body(ids: Sequence[str], i: int, seq_base: int = 0) -> dict[str, Any]:
+    """The ``i``-th callback of a run: the devices in turn, each one's seqNumber (and time)
+    moving on once every device has sent."""
+    seq = seq_base + i // len(ids)
+    return {
+        "device": ids[i % len(ids)],
+        "time": BASE_TIME + seq * 600,
+        "data": frame(i),
+        "seqNumber": seq,
+    }
+
+
+def load_session(
+    base_url: str, concurrency: int
+) -> contextlib.AbstractAsyncContextManager[HttpLoad]:
+    """The load generator's HTTP client, for hivepipe and its baselines alike: ``concurrency``
+    keep-alive connections of :mod:`bench.http_load` (aiohttp's client, used before, cost
+    several times the CPU per request, taken from the system under test)."""
+    return http_load(base_url, concurrency)
+
+
+@dataclass
+class Posted:
+    """What :func:`post_callbacks` saw: ``started`` (``perf_counter``) at the first post,
+    ``seconds`` until the last answer, the callbacks answered 204 and each answer's time."""
+
+    started: float
+    seconds: float
+    accepted: int
+    answers: list[float]
+
+
+async def post_callbacks(
+    client: HttpLoad,
+    path: str,
+    token: str,
+    ids: Sequence[str],
+    n: int,
+    *,
+    concurrency: int = 64,
+    rate: float | None = None,
+    seq_base: int = 0,
+    on_send: Callable[[dict[str, Any]], None] | None = None,
+) -> Posted:
+    """Post ``n`` Sigfox callbacks to ``path``: the load generator of hivepipe's flood and of
+    its baselines (the same bodies, headers and connections, so that the figures compare).
+
+    Without ``rate`` the callbacks go as fast as ``concurrency`` connections allow (a flood);
+    with it they are sent open-loop at ``rate`` per second. ``on_send`` is told each body
+    just before it is sent."""
+    sem = asyncio.Semaphore(concurrency)
+    prepared = client.prepare(path, {"X-Callback-Token": token, "Content-Type": "application/json"})
+    accepted = 0
+    answers: list[float] = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("Sigfox callbacks", total=n)
+
+        async def post(i: int) -> None:
+            nonlocal accepted
+            body = callback_body(ids, i, seq_base)
+            if rate:
+                await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            async with sem:
+                if on_send is not None:
+                    on_send(body)
+                posted = time.perf_counter()
+                status, _ = await client.post(prepared, orjson.dumps(body))
+                answers.append(time.perf_counter() - posted)
+            if status == 204:
+                accepted += 1
+            progress.advance(task)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(post(i) for i in range(n)))
+    return Posted(started, time.perf_counter() - started, accepted, answers)
+
+
 async def drive_callbacks(
     run: Running,
     n: int,
@@ -104,17 +191,14 @@ async def drive_callbacks(
     ``register`` False: an earlier run registered the devices (only callbacks are sent).
     """
     s = run.settings
-    # aiohttp, not httpx, drives the load: httpx's pool costs more CPU than the API under test.
-    connector = aiohttp.TCPConnector(limit=concurrency)
     async with (
         httpx.AsyncClient(base_url=run.base_url, timeout=30) as admin,
-        aiohttp.ClientSession(base_url=run.base_url, connector=connector) as client,
+        load_session(run.base_url, concurrency) as client,
     ):
         if register:
             ids = await register_devices(admin, run.api_key, devices)
         else:
-            ids = [f"B{i:05X}" for i in range(devices)]
-        base_time = 1_700_000_000
+            ids = device_ids(devices)
         sent_at: dict[tuple[str, float], float] = {}
         latencies: list[float] = []
         stored_points = 0
@@ -137,43 +221,26 @@ async def drive_callbacks(
                 if stored_points >= 4 * n:
                     done.set()
 
+        def sent(body: dict[str, Any]) -> None:
+            sent_at[(body["device"], float(body["time"]))] = time.time()
+
         watcher = asyncio.create_task(watch())
-        sem = asyncio.Semaphore(concurrency)
-        headers = {"X-Callback-Token": s.token, "Content-Type": "application/json"}
-        accepted = 0
-        answers: list[float] = []
-        with Progress(transient=True) as progress:
-            task = progress.add_task("Sigfox callbacks", total=n)
-
-            async def post(i: int) -> None:
-                nonlocal accepted
-                device = ids[i % len(ids)]
-                seq = seq_base + i // len(ids)
-                t = base_time + seq * 600
-                body = {"device": device, "time": t, "data": frame(i), "seqNumber": seq}
-                if rate:
-                    await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
-                async with sem:
-                    sent_at[(device, float(t))] = time.time()
-                    posted = time.perf_counter()
-                    async with client.post(
-                        "/callbacks/sigfox", data=orjson.dumps(body), headers=headers
-                    ) as r:
-                        await r.read()
-                        status = r.status
-                    answers.append(time.perf_counter() - posted)
-                if status == 204:
-                    accepted += 1
-                progress.advance(task)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(post(i) for i in range(n)))
-            accept_s = time.perf_counter() - started
-            try:
-                await asyncio.wait_for(done.wait(), timeout=max(60, n / 200))
-            except TimeoutError:
-                pass
-            total_s = time.perf_counter() - started
+        posted = await post_callbacks(
+            client,
+            "/callbacks/sigfox",
+            s.token,
+            ids,
+            n,
+            concurrency=concurrency,
+            rate=rate,
+            seq_base=seq_base,
+            on_send=sent,
+        )
+        try:
+            await asyncio.wait_for(done.wait(), timeout=max(60, n / 200))
+        except TimeoutError:
+            pass
+        total_s = time.perf_counter() - posted.started
         done.set()
         await watcher
         _READ_UP_TO[(s.kafka or "", s.topic(TOPIC_READINGS))] = {
@@ -181,14 +248,14 @@ async def drive_callbacks(
         }
         await consumer.stop()
     return {
-        "accepted": accepted,
-        "accept_rate": accepted / accept_s,
+        "accepted": posted.accepted,
+        "accept_rate": posted.accepted / posted.seconds,
         "points_rate": stored_points / total_s,
         "stored_points": stored_points,
         "p50": percentile(latencies, 0.50) * 1000,
         "p99": percentile(latencies, 0.99) * 1000,
-        "answer_p50": percentile(answers, 0.50) * 1000,
-        "answer_p99": percentile(answers, 0.99) * 1000,
+        "answer_p50": percentile(posted.answers, 0.50) * 1000,
+        "answer_p99": percentile(posted.answers, 0.99) * 1000,
     }
 
 
