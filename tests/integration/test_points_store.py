@@ -128,7 +128,8 @@ async def test_stored_points_keep_their_text_and_values_exactly(
     assert await store_points(conn, batch) == 3
     page, _ = await query_points(conn, "JSONX", order="asc", limit=10)
     assert page[:2] == batch[:2]
-    assert page[2].metric == "nan" and math.isnan(page[2].value)
+    assert page[2].metric == "nan"
+    assert math.isnan(page[2].value)
 
 
 async def test_latest_only_moves_forward(conn: psycopg.AsyncConnection[Any]) -> None:
