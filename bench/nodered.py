@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from bench.callbacks import callback_body, load_session, percentile, post_callba
 from bench.cpu import measured
 from services.codecs.orbit_uplink import decode_orbit
 from services.entrypoints.embedded import free_port
+from services.entrypoints.roles import stop_process
 from services.platform import UplinkEnvelope
 
 NODERED_DIR = Path(__file__).with_name("nodered")
@@ -133,13 +133,7 @@ def running_nodered(database_url: str, token: str, *, timeout: float = 60) -> It
                 time.sleep(0.2)
             yield NodeRed(base_url, proc.pid)
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, timeout=10)
 
 
 def create_table(database_url: str) -> None:
