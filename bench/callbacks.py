@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -106,15 +105,6 @@ def callback_body(ids: Sequence[str], i: int, seq_base: int = 0) -> dict[str, An
     }
 
 
-def load_session(
-    base_url: str, concurrency: int
-) -> contextlib.AbstractAsyncContextManager[HttpLoad]:
-    """The load generator's HTTP client, for hivepipe and its baselines alike: ``concurrency``
-    keep-alive connections of :mod:`bench.http_load` (aiohttp's client, used before, cost
-    several times the CPU per request, taken from the system under test)."""
-    return http_load(base_url, concurrency)
-
-
 @dataclass
 class Posted:
     """What :func:`post_callbacks` saw: ``started`` (``perf_counter``) at the first post,
@@ -193,7 +183,7 @@ async def drive_callbacks(
     s = run.settings
     async with (
         httpx.AsyncClient(base_url=run.base_url, timeout=30) as admin,
-        load_session(run.base_url, concurrency) as client,
+        http_load(run.base_url, concurrency) as client,
     ):
         if register:
             ids = await register_devices(admin, run.api_key, devices)

@@ -26,8 +26,9 @@ from typing import NamedTuple
 
 import psycopg
 
-from bench.callbacks import callback_body, load_session, percentile, post_callbacks
+from bench.callbacks import callback_body, percentile, post_callbacks
 from bench.cpu import measured
+from bench.http_load import http_load
 from services.codecs.orbit_uplink import decode_orbit
 from services.entrypoints.embedded import free_port
 from services.entrypoints.roles import stop_process
@@ -197,7 +198,7 @@ async def flood_nodered(
     expected = expected_rows(ids, n, seq_base)
     async with (
         await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn,
-        load_session(node.base_url, concurrency) as client,
+        http_load(node.base_url, concurrency) as client,
     ):
         await conn.execute(f"TRUNCATE {TABLE}")
         posted = await post_callbacks(

@@ -33,7 +33,6 @@ from services.platform.timescale_aggregates import AGGREGATE_BUCKETS
 from services.platform.topic_repair import TopicRepair
 
 __all__ = [
-    "json_rows",
     "AGGREGATE_BUCKETS",
     "ALL_TOPICS",
     "ArrivalRate",
@@ -58,6 +57,7 @@ __all__ = [
     "connection_kwargs",
     "dumps",
     "ensure_topics",
+    "json_rows",
     "kafka_offsets",
     "loads",
     "lower_priority",
