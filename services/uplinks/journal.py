@@ -78,21 +78,22 @@ def journal_entry(envelope: UplinkEnvelope) -> tuple[str, Message]:
     return envelope.id, envelope_message(envelope)
 
 
+#: The rows as one JSON parameter (``json_rows``): ``[id, key, value]`` each, the value (a
+#: message of ``dumps``, always UTF-8 JSON) as a string, written back as the same bytes.
+_RECORD = (
+    "INSERT INTO uplink_journal (id, key, value)"
+    " SELECT r->>0, r->>1, convert_to(r->>2, 'UTF8') FROM json_array_elements(%s::json) r"
+    " ON CONFLICT (id) DO NOTHING"
+)
+
+
 async def record(conn: Conn, entries: Sequence[tuple[str, Message]]) -> None:
     """Journal ``entries`` (id, (key, value)) in the caller's transaction; ids already there
     are left as they are."""
     if not entries:
         return
-    await conn.execute(
-        "INSERT INTO uplink_journal (id, key, value)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"
-        " ON CONFLICT (id) DO NOTHING",
-        (
-            [id_ for id_, _ in entries],
-            [key for _, (key, _) in entries],
-            [value for _, (_, value) in entries],
-        ),
-    )
+    rows = [(id_, key, value.decode()) for id_, (key, value) in entries]
+    await conn.execute(_RECORD, (json_rows(rows),))
 
 
 #: The ids as one JSON parameter (``json_rows``), made an array in PostgreSQL: the same plan

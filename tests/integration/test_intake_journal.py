@@ -175,3 +175,28 @@ async def test_a_replay_publishes_each_due_row_once(
     finally:
         await publisher.stop()
         await pool.close()
+
+
+async def test_recorded_rows_keep_their_message_byte_for_byte(migrated_url: str) -> None:
+    # The rows travel as one JSON parameter: escapes, non-ASCII text and a repeated id come
+    # back exactly as given (the value is what the replay publishes).
+    envelope = UplinkEnvelope(
+        source="mqtt",
+        device="ABC006",
+        received=1700000000.25,
+        payload_json={"note": 'quote " backslash \\ tab \t é 温度 😀', "n": [1, 2.5, None]},
+        meta={"seq": 7},
+    )
+    entries = [journal.journal_entry(envelope), journal.journal_entry(_envelope("ABC007", 1))]
+    pool = await open_pool(migrated_url, size=1)
+    try:
+        async with pool.connection() as conn:
+            await journal.record(conn, entries)
+            await journal.record(conn, entries[:1])  # already there: left as it is
+            cur = await conn.execute("SELECT id, key, value FROM uplink_journal ORDER BY key")
+            rows = await cur.fetchall()
+    finally:
+        await pool.close()
+    assert [(r["id"], r["key"], bytes(r["value"])) for r in rows] == [
+        (id_, key, value) for id_, (key, value) in entries
+    ]
