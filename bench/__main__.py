@@ -422,7 +422,7 @@ NOTES = [
     "  API accepts faster than the worker (on the same cores) stores, so the flood's latency",
     "  is mostly the age of its backlog. At a steady 500 callbacks/s it is the path's own:",
     "  the producer's linger (`HIVEPIPE_CALLBACK_LINGER_MS`), one Kafka hop (tansu holds",
-    "  each fetch for the worker's fetch wait, `HIVEPIPE_FETCH_MAX_WAIT_MS`, 100 ms, the",
+    "  each fetch for the worker's fetch wait, `HIVEPIPE_FETCH_MAX_WAIT_MS`, 150 ms, the",
     "  window a batch gathers in: `stream/transport.py`; Faust's fixed 1.5 s put ~1 s on",
     "  every hop), and the batch's transaction. A batch leaves once its",
     "  fetch's burst has ended (`HIVEPIPE_FLUSH_QUIET`, 5 ms; `stream/batching.py`), not on",

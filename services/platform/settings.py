@@ -116,8 +116,10 @@ class Settings(BaseSettings):
     #: How long a worker's fetch may wait for records (ms). Kafka answers a fetch as soon as
     #: records have arrived; tansu holds every fetch this long, so on the embedded broker it is
     #: the floor of every hop's latency and the window a worker's batch gathers in: 100 against
-    #: 50 took a quarter off the CPU per uplink at 500/s for 25 ms more p99 (docs/benchmarks.md).
-    fetch_max_wait_ms: int = Field(default=100, ge=1, le=5000)
+    #: 50 took a quarter off the CPU per uplink at 500/s for 25 ms more p99, 150 against 100
+    #: another 5-10 % (worker and tansu) for 25-30 ms more: callback → stored p99 about
+    #: 130 ms at 500/s (docs/benchmarks.md).
+    fetch_max_wait_ms: int = Field(default=150, ge=1, le=5000)
 
     #: How long the API's Kafka producer gathers callbacks' uplinks into one produce request
     #: (ms). Each callback still waits for its own acknowledgement. The claims gathered by
