@@ -71,6 +71,10 @@ class BadAnswer(Http1Error):
     """The answer's status line or headers are not HTTP/1.x."""
 
 
+class PoolClosed(Http1Error):
+    """The pool was closed (:meth:`Http1Pool.aclose`) before the request could be sent."""
+
+
 def host_header(origin: Origin) -> str:
     """The ``Host`` header of ``origin``: the host name (IPv6 in brackets), and the port unless
     it is the scheme's default."""
@@ -211,9 +215,9 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        """Close at once, dropping whatever is still coming."""
+        """Close at once, dropping whatever is still coming (a request still waiting for its
+        answer gets what :meth:`connection_lost` makes of it)."""
         self.broken = True
-        self.answer = None
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
@@ -248,7 +252,9 @@ class _Connection(asyncio.Protocol):
                 self._end(None)  # the status stands; the body is cut (or read until the close)
             else:
                 why = f" ({type(exc).__name__}: {exc})" if exc is not None else ""
-                if self.reused and not self.got_bytes:
+                if self.pool._closed:
+                    self._end(PoolClosed("the connection pool was closed"))
+                elif self.reused and not self.got_bytes:
                     self._end(StaleConnection(f"the idle connection was closed by the server{why}"))
                 else:
                     self._end(ServerDisconnected(f"the server closed the connection{why}"))
@@ -346,6 +352,7 @@ class Http1Pool:
         self._idle_count = 0
         self._all: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
 
     @property
     def connections(self) -> int:
@@ -377,7 +384,10 @@ class Http1Pool:
         await self._exchange(conn, data, answer)
 
     async def aclose(self) -> None:
-        """Close every connection, idle or in use, and wait (1 s at most) until they are."""
+        """Close every connection, idle or in use, and wait (1 s at most) until they are.
+
+        Requests in flight fail; later ones raise :class:`PoolClosed`."""
+        self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -433,6 +443,9 @@ class Http1Pool:
         return None
 
     def _release(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.close()
+            return
         idle = self._idle.get(conn.origin)
         if idle is None:
             idle = self._idle[conn.origin] = []
@@ -477,6 +490,8 @@ class Http1Pool:
                 self._idle_count -= 1
 
     async def _connect(self, origin: Origin) -> _Connection:
+        if self._closed:
+            raise PoolClosed("the connection pool is closed")
         ip = await self._pick(origin.host)
         sockaddr: tuple[Any, ...]
         if ip.version == 6:
@@ -497,5 +512,8 @@ class Http1Pool:
         except BaseException:
             sock.close()  # a transport made of it closes it too; twice is harmless
             raise
+        if self._closed:  # closed while this connection was being made
+            conn.abort()
+            raise PoolClosed("the connection pool is closed")
         self._all.add(conn)
         return conn

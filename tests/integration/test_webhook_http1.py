@@ -393,6 +393,29 @@ async def test_aclose_closes_every_pooled_connection(server: Server) -> None:
     assert result.outcome == "delivered"
 
 
+async def test_aclose_fails_requests_in_flight_and_opens_nothing_after(server: Server) -> None:
+    # The first request is answered; the second waits on the reused connection when the pool
+    # is closed: it must not be sent again on a new connection of the closed pool.
+    server.answer = lambda _c, n, _r: (OK, True) if n == 0 else (b"", True)
+    sender = sender_for()
+    first = await sender.send(f"http://127.0.0.1:{server.port}/a", BODY, {})
+    assert sender._pool is not None
+    pool = sender._pool
+    pending = asyncio.ensure_future(sender.send(f"http://127.0.0.1:{server.port}/a", BODY, {}))
+    while len(server.requests) < 2:
+        await asyncio.sleep(0.01)
+    await sender.aclose()
+    second = await pending
+    await settle()
+    assert first.outcome == "delivered"
+    assert (second.outcome, second.status) == ("retry", None)
+    assert second.error is not None
+    assert second.error.startswith("PoolClosed:")
+    assert pool.connections == 0
+    assert server.connections == 1
+    assert server.closed_by_client == [0]
+
+
 async def test_one_connection_per_host_name_even_on_one_address(server: Server) -> None:
     async with HttpWebhookSender(rules=LOOPBACK_OK, resolver=CachingResolver(loopback)) as sender:
         for host in ("a.test", "b.test", "a.test", "b.test"):
