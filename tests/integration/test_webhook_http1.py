@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -26,8 +27,16 @@ from services.webhooks import (
     WebhookRules,
     parse_cidrs,
 )
-from services.webhooks.http1 import Origin, encode_request, request_start
+from services.webhooks.http1 import (
+    AddrInfo,
+    Answer,
+    Http1Pool,
+    Origin,
+    encode_request,
+    request_start,
+)
 from services.webhooks.http_sender import _DEFAULT_HEADERS
+from services.webhooks.pinning import RefusedAddress, guarded_socket_factory
 from services.webhooks.url_parsing import parse_webhook_url
 
 LOOPBACK_OK = WebhookRules(allow_http=True, allowed_cidrs=parse_cidrs(["127.0.0.0/8"]))
@@ -445,6 +454,29 @@ async def test_timeout_closes_the_connection_and_keeps_nothing_running(server: S
     assert (result.outcome, result.error) == ("retry", "timeout: no answer within 0.2 s")
     assert server.closed_by_client == [0]
     assert asyncio.all_tasks() - before == set()
+
+
+async def test_every_new_connection_is_made_by_the_socket_factory(server: Server) -> None:
+    # Whatever ``pick`` returns, the socket factory sees the address last and may refuse it.
+    made: list[AddrInfo] = []
+    guarded = guarded_socket_factory(WebhookRules())  # loopback not allowed
+
+    def factory(info: AddrInfo) -> socket.socket:
+        made.append(info)
+        return guarded(info)
+
+    async def pick(_host: str) -> IPv4Address:
+        return IPv4Address("127.0.0.1")
+
+    pool = Http1Pool(pick=pick, socket_factory=factory, ssl_context=ssl.create_default_context())
+    origin = Origin("http", "hooks.test", server.port)
+    with pytest.raises(RefusedAddress, match="127.0.0.1 is a loopback address"):
+        await pool.request(origin, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Answer())
+    await pool.aclose()
+    assert [(family, sockaddr) for family, _t, _p, _c, sockaddr in made] == [
+        (socket.AF_INET, ("127.0.0.1", server.port))
+    ]
+    assert server.connections == 0
 
 
 # --- the request on the wire ---------------------------------------------------------------
