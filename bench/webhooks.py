@@ -4,7 +4,7 @@ The webhook stage is measured on its own: messages are produced straight onto th
 ``stored`` topic (what the decode agent publishes once a batch is stored), so the figure is not
 capped by the ingest and decode stages in front of it (about 1,000 points/s end to end on the
 2-core reference box). Everything behind it is real: the worker's webhook agent (lookup, plan,
-signed POSTs through the aiohttp sender, attempts recorded in PostgreSQL) and a receiver on
+signed POSTs through the HTTP sender, attempts recorded in PostgreSQL) and a receiver on
 127.0.0.1 in this process (a bare asyncio HTTP/1.1 server, so the receiver costs little CPU).
 
 The pipeline must allow webhooks to the receiver:

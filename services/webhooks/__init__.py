@@ -3,7 +3,8 @@
 Building blocks, wired by the delivery worker: URL rules, address checks and parsing
 (:mod:`.url_rules`, :mod:`.addresses`, :mod:`.url_parsing`), a cached resolver
 (:mod:`.resolver`), Standard Webhooks signatures (:mod:`.signing`), the sender port
-(:mod:`.ports`) with its HTTP adapter (:mod:`.http_sender`) and fake (:mod:`.fake_sender`), and
+(:mod:`.ports`) with its HTTP adapter (:mod:`.http_sender`, on the HTTP/1.1 client of
+:mod:`.http1` with the pinned connections of :mod:`.pinning`) and fake (:mod:`.fake_sender`), and
 the retry/disable policy (:mod:`.policy`). See ``docs/webhooks.md``.
 """
 

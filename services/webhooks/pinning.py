@@ -1,12 +1,14 @@
 """Pinned, guarded connections for the HTTP sender: each new connection goes to an address that
 was checked, and every socket is checked again right before ``connect()``.
 
-New connections are pinned: aiohttp's resolver is replaced by one that takes a random address
-from the same cache (no second lookup), and every socket is checked against the rules again
-right before ``connect()``, IP literals included. The URL keeps the host name, so the
-``Host`` header, TLS SNI and certificate verification all use the registered name. A
-keep-alive connection is reused only for its own host name (aiohttp pools by host, port and
-TLS), so a certificate verified for one name never serves another.
+New connections are pinned: :class:`PinnedResolver` takes a random address from the same cache
+the sender checked (no second lookup while the answer is cached), checks it, and the client
+(:mod:`services.webhooks.http1`) connects to that address; the socket it connects is made by
+:func:`guarded_socket_factory`, which checks the very address about to be connected to, IP
+literals included. The request keeps the host name, so the ``Host`` header, TLS SNI and
+certificate verification all use the registered name. A keep-alive connection is reused only
+for its own scheme, host name and port, so a certificate verified for one name never serves
+another.
 """
 
 from __future__ import annotations
@@ -15,48 +17,32 @@ import ipaddress
 import random
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from services.webhooks.addresses import address_problem
+from services.webhooks.http1 import AddrInfo
 from services.webhooks.resolver import CachingResolver
 from services.webhooks.url_rules import IPAddress, WebhookRules
-
-if TYPE_CHECKING:
-    from aiohappyeyeballs import AddrInfoType
 
 
 class RefusedAddress(OSError):
     """A connection to an address the rules do not allow was refused before ``connect()``."""
 
 
-class PinnedResolver(AbstractResolver):
-    """aiohttp's resolver hook: one random cached address, checked, for each new connection."""
+class PinnedResolver:
+    """The address of each new connection: one random cached address of the host, checked."""
 
     def __init__(self, cache: CachingResolver, rules: WebhookRules, rand: random.Random) -> None:
         self._cache = cache
         self._rules = rules
         self._rand = rand
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
+    async def pick(self, host: str) -> IPAddress:
+        """A random address of ``host`` from the cache; :class:`RefusedAddress` if the rules do
+        not allow it, :class:`services.webhooks.resolver.ResolutionError` if it does not
+        resolve."""
         ip = self._rand.choice(await self._cache.resolve(host))
         _refuse_if_not_allowed(ip, self._rules)
-        return [
-            {
-                "hostname": host,
-                "host": str(ip),
-                "port": port,
-                "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-            }
-        ]
-
-    async def close(self) -> None:
-        return None
+        return ip
 
 
 def _refuse_if_not_allowed(ip: IPAddress, rules: WebhookRules) -> None:
@@ -65,28 +51,13 @@ def _refuse_if_not_allowed(ip: IPAddress, rules: WebhookRules) -> None:
         raise RefusedAddress(f"{ip} is {problem}")
 
 
-def guarded_socket_factory(rules: WebhookRules) -> Callable[[AddrInfoType], socket.socket]:
+def guarded_socket_factory(rules: WebhookRules) -> Callable[[AddrInfo], socket.socket]:
     """A socket factory that refuses (:class:`RefusedAddress`) any address the rules forbid:
     the last check, made on the very address about to be connected to."""
 
-    def factory(addr_info: AddrInfoType) -> socket.socket:
+    def factory(addr_info: AddrInfo) -> socket.socket:
         family, type_, proto, _canonname, sockaddr = addr_info
         _refuse_if_not_allowed(ipaddress.ip_address(sockaddr[0]), rules)
         return socket.socket(family=family, type=type_, proto=proto)
 
     return factory
-
-
-def refusal(exc: BaseException) -> RefusedAddress | None:
-    """The :class:`RefusedAddress` behind a client error (aiohttp wraps it), if any."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return None
-        if isinstance(seen, RefusedAddress):
-            return seen
-        os_error = getattr(seen, "os_error", None)
-        if isinstance(os_error, RefusedAddress):
-            return os_error
-        seen = seen.__cause__ or seen.__context__
-    return None

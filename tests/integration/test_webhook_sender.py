@@ -472,16 +472,12 @@ async def test_pinned_resolver_picks_among_cached_addresses_and_checks() -> None
 
     dns = FakeDNS({"multi.test": ["127.0.0.1", "127.0.0.2", "127.0.0.3"], "bad.test": ["10.1.1.1"]})
     cache = CachingResolver(dns)
-    hook = _PinnedResolver(cache, LOOPBACK_OK, random.Random(4))
-    picked = {(await hook.resolve("multi.test", 443))[0]["host"] for _ in range(40)}
-    assert picked == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
-    [answer] = await hook.resolve("multi.test", 8443)
-    assert answer["hostname"] == "multi.test"
-    assert answer["port"] == 8443
-    assert answer["flags"] & socket.AI_NUMERICHOST
+    pinned = _PinnedResolver(cache, LOOPBACK_OK, random.Random(4))
+    picked = {await pinned.pick("multi.test") for _ in range(40)}
+    assert picked == {ipaddress.ip_address(f"127.0.0.{i}") for i in (1, 2, 3)}
     assert dns.calls == ["multi.test"]
     with pytest.raises(RefusedAddress, match="10.1.1.1 is a private address"):
-        await hook.resolve("bad.test", 443)
+        await pinned.pick("bad.test")
 
 
 def test_socket_factory_refuses_forbidden_addresses() -> None:
