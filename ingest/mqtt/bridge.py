@@ -25,6 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.mqtt.probe import BrokerCapabilities, new_client, probe_broker
 from services.platform import ArrivalRate, BrokerAddress, Settings
+from services.platform.arrivals import WORTH
 from services.uplinks import subscriptions
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 #: (:meth:`PahoBridge._linger`). Messages come in bursts (at 500/s, gaps of 15 to 30 ms were
 #: common): five gaps at the mean rate (10 ms) ended 171 of 185 batches early.
 QUIET = 0.5
+#: How long (s) a broker's in-flight window, learned from a batch that stalled, is trusted
+#: before it must be learned again (:meth:`PahoBridge._linger`).
+WINDOW_TTL = 10.0
 
 #: MQTT 5 SUBACK reason "Shared Subscriptions not supported".
 _SHARED_NOT_SUPPORTED = 0x9E
@@ -70,6 +74,10 @@ class PahoBridge:
         self._inbox: collections.deque[Received] = collections.deque()
         self._wake = asyncio.Event()
         self._arrivals = ArrivalRate()
+        #: The broker's in-flight window as last learned (messages, when), see _linger.
+        self._window: tuple[int, float] | None = None
+        #: Batches that waited out a quiet gap while the rate said more would come.
+        self.stalls = 0
         self._wake_pending = False
         self._subscribed = asyncio.Event()
         self._generation = 0
@@ -126,21 +134,43 @@ class PahoBridge:
 
     async def _linger(self, max_size: int, linger: float) -> None:
         """Wait up to ``linger`` seconds for ``max_size`` messages, and no longer than
-        ``QUIET`` of it without a new one: a broker sends only so many messages before their
-        acknowledgements (Mosquitto's ``max_inflight_messages``, 20 by default), and waiting
-        out the linger then would only slow the flow down to that many per linger."""
+        ``QUIET`` of it without a new one.
+
+        A broker sends only so many messages before their acknowledgements (Mosquitto's
+        ``max_inflight_messages``, 20 by default): a batch that waited out the quiet gap
+        though the rate said several more would come has filled that window, and its size is
+        learned. For ``WINDOW_TTL`` seconds a batch then leaves as soon as it holds that many
+        (every earlier batch is acknowledged by then, so the inbox is what the broker has
+        in flight), instead of waiting out a gap each time: a small window does not slow
+        the flow to a window per gap. A window learned from a mere lull is at worst too
+        small (batches leave earlier), and is forgotten once more than it is seen.
+        """
         started = time.monotonic()
         quiet = linger * QUIET
+        limit = max_size
+        window = self._window
+        if window is not None:
+            if started - window[1] >= WINDOW_TTL or len(self._inbox) > window[0]:
+                self._window = window = None
+            else:
+                limit = min(limit, window[0])
         seen, last = len(self._inbox), started
-        while len(self._inbox) < max_size and not self._stopping:
+        while len(self._inbox) < limit and not self._stopping:
             now = time.monotonic()
-            if now - started >= linger or now - last >= quiet:
+            if now - started >= linger:
+                return
+            if now - last >= quiet:
+                if self._arrivals.per_second() * quiet >= WORTH:
+                    self.stalls += 1
+                    self._window = (len(self._inbox), now)
                 return
             # A look every quarter of ``quiet``: the batch leaves within 1.25 ``quiet`` of its
             # last message (a look every ``quiet`` could miss one that came just after a look).
             await asyncio.sleep(min(quiet / 4, started + linger - now))
             if len(self._inbox) > seen:
                 seen, last = len(self._inbox), time.monotonic()
+        if window is not None and len(self._inbox) > window[0]:
+            self._window = None  # the broker sent more than the window learned: a lull's
 
     def ack(self, batch: list[Received]) -> int:
         """Acknowledge a batch; the number of its messages now accepted for good.

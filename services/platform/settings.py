@@ -64,10 +64,11 @@ class Settings(BaseSettings):
     #: journals, publishes and acknowledges them together, while the last second's rate says a
     #: few more will come: each batch costs a database commit and a Kafka request, which tansu
     #: and the worker pay for (docs/benchmarks.md). A batch leaves earlier once no message has
-    #: come for half of it (a broker's in-flight window is full). A message reaches
-    #: Kafka up to this much later; devices do not wait for it (the broker acknowledges their
-    #: publishes itself). 0: a batch is what has arrived when the last one is done.
-    mqtt_linger_ms: int = Field(default=60, ge=0, le=1000)
+    #: come for half of it, and once it holds a broker's in-flight window, learned from the
+    #: first batch that stalled (ingest/mqtt/bridge.py). A message reaches Kafka up to this
+    #: much later; devices do not wait for it (the broker acknowledges their publishes
+    #: itself). 0: a batch is what has arrived when the last one is done.
+    mqtt_linger_ms: int = Field(default=120, ge=0, le=1000)
     #: Where a worker serves its Prometheus metrics (on ``api_host``); none when unset.
     worker_metrics_port: int | None = None
     #: API processes ``hivepipe up`` runs on one listening socket: when one dies, the others

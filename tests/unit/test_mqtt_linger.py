@@ -85,3 +85,56 @@ async def test_a_lingering_batch_leaves_once_messages_stop_coming() -> None:
     took = time.monotonic() - started
     assert len(batch) == 20
     assert took < 0.75 * LINGER, took
+
+
+async def windowed(into: PahoBridge, window: int, seconds: float, every: float = 0.002) -> None:
+    """A message every ``every`` seconds, as a broker with ``window`` messages in flight: none
+    while the bridge holds that many not taken (taking a batch acknowledges it here)."""
+    n, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        if into.pending < window:
+            into._on_message(None, None, message(n))
+            n += 1
+        await asyncio.sleep(every)
+
+
+async def test_a_full_in_flight_window_is_learned_once_not_waited_out_by_every_batch() -> None:
+    """A broker that hands over 20 messages and then waits: the first batch that stalls
+    (nothing for half the linger though the rate said more would come) teaches the window,
+    and the next batches leave as soon as they hold 20 instead of each stalling."""
+    limited = bridge()
+    feed = asyncio.create_task(windowed(limited, 20, 5.0))
+    await taken(limited, 1.0)  # the rate, then a first stall
+    assert limited.stalls >= 1
+    stalls = limited.stalls
+    started = time.monotonic()
+    sizes = [len(await limited.next_batch(10_000, LINGER)) for _ in range(10)]
+    took = time.monotonic() - started
+    feed.cancel()
+    assert sizes == [20] * 10, sizes
+    assert limited.stalls == stalls
+    # Stalling, each would wait half the linger (2.5 s for ten); 20 messages take 40 ms.
+    assert took < 10 * LINGER / 4, took
+
+
+async def test_a_window_learned_in_a_lull_is_forgotten_once_more_come() -> None:
+    """A lull of a steady flow looks like a full window; the next burst brings more than it,
+    and batches gather the whole linger again."""
+    lulled = bridge()
+    feed = asyncio.create_task(steady(lulled, 0.8))
+    await taken(lulled, 0.8)
+    await feed
+    while lulled.pending:  # what was left
+        await lulled.next_batch(10_000, 0.0)
+    for n in range(5):  # then a lull: five messages and no more, though the rate says more
+        lulled._on_message(None, None, message(10_000 + n))
+    assert len(await lulled.next_batch(10_000, LINGER)) == 5
+    assert lulled._window is not None
+    assert lulled._window[0] == 5
+    for n in range(60):  # more than any window a lull could teach
+        lulled._on_message(None, None, message(20_000 + n))
+    feed = asyncio.create_task(steady(lulled, 2.0))
+    batch = await lulled.next_batch(10_000, LINGER)
+    feed.cancel()
+    assert lulled._window is None
+    assert len(batch) > 60, len(batch)
