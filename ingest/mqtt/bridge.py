@@ -25,7 +25,6 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.mqtt.probe import BrokerCapabilities, new_client, probe_broker
 from services.platform import ArrivalRate, BrokerAddress, Settings
-from services.platform.arrivals import WORTH
 from services.uplinks import subscriptions
 
 log = logging.getLogger(__name__)
@@ -160,7 +159,7 @@ class PahoBridge:
             if now - started >= linger:
                 return
             if now - last >= quiet:
-                if self._arrivals.per_second() * quiet >= WORTH:
+                if self._arrivals.worth_lingering(quiet):  # several were due meanwhile
                     self.stalls += 1
                     self._window = (len(self._inbox), now)
                 return
