@@ -67,8 +67,9 @@ class Settings(BaseSettings):
     #: come for half of it, and once it holds a broker's in-flight window, learned from the
     #: first batch that stalled (ingest/mqtt/bridge.py). A message reaches Kafka up to this
     #: much later; devices do not wait for it (the broker acknowledges their publishes
-    #: itself). 0: a batch is what has arrived when the last one is done.
-    mqtt_linger_ms: int = Field(default=120, ge=0, le=1000)
+    #: itself). 0: a batch is what has arrived when the last one is done. 120 cost less CPU
+    #: but lost uplinks when the whole box was killed (docs/ingest.md): not longer than 60.
+    mqtt_linger_ms: int = Field(default=60, ge=0, le=1000)
     #: Where a worker serves its Prometheus metrics (on ``api_host``); none when unset.
     worker_metrics_port: int | None = None
     #: API processes ``hivepipe up`` runs on one listening socket: when one dies, the others
