@@ -423,24 +423,27 @@ class Http1Pool:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        now = self.loop.time()
+        self._drop_expired(idle, self.loop.time())
         while idle:
-            conn = idle.pop()
+            conn = idle.pop()  # the newest: the least likely to be timed out by the server
             self._idle_count -= 1
             conn.idle = False
-            if now - conn.idle_since >= self._keepalive:
-                # The newest has expired: so have the older ones.
-                conn.close()
-                while idle:
-                    old = idle.pop()
-                    self._idle_count -= 1
-                    old.idle = False
-                    old.close()
-            elif not conn.broken:
+            if not conn.broken:
                 conn.reused = True
                 return conn
         del self._idle[origin]
         return None
+
+    def _drop_expired(self, idle: list[_Connection], now: float) -> None:
+        """Close the connections of ``idle`` (oldest first) idle for ``keepalive`` or more."""
+        expired = 0
+        while expired < len(idle) and now - idle[expired].idle_since >= self._keepalive:
+            expired += 1
+        for conn in idle[:expired]:
+            conn.idle = False
+            conn.close()
+        del idle[:expired]
+        self._idle_count -= expired
 
     def _release(self, conn: _Connection) -> None:
         if self._closed:
@@ -464,14 +467,7 @@ class Http1Pool:
         now = self.loop.time()
         oldest: float | None = None
         for origin, idle in list(self._idle.items()):
-            expired = 0
-            while expired < len(idle) and now - idle[expired].idle_since >= self._keepalive:
-                expired += 1
-            for conn in idle[:expired]:
-                conn.idle = False
-                conn.close()
-            del idle[:expired]
-            self._idle_count -= expired
+            self._drop_expired(idle, now)
             if idle:
                 first = idle[0].idle_since
                 oldest = first if oldest is None else min(oldest, first)
