@@ -1,9 +1,11 @@
-"""The paho side of the MQTT ingest: one client whose network loop runs in its own thread.
+"""The paho side of the MQTT ingest: one client whose network work runs on the asyncio loop
+(paho's socket callbacks: a reader, a writer when it has packets to send, and a keepalive
+task), not in a thread of its own.
 
-The bridge connects (probing the broker first, and again while it is down), subscribes in a
-persistent session (``clean_start=False``, a session expiry; a shared subscription when the
-broker has them), and hands every received message to the asyncio loop, where
-:meth:`PahoBridge.next_batch` takes them. PUBACKs are manual (:meth:`PahoBridge.ack`, once the
+The bridge connects (probing the broker first, and again while it is down), reconnects when
+the connection is lost, subscribes in a persistent session (``clean_start=False``, a session
+expiry; a shared subscription when the broker has them), and queues every received message
+for :meth:`PahoBridge.next_batch`. PUBACKs are manual (:meth:`PahoBridge.ack`, once the
 batch is on Kafka): what is not acknowledged is delivered again to this session.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +40,14 @@ QUIET = 0.5
 #: How long (s) a broker's in-flight window, learned from a batch that stalled, is trusted
 #: before it must be learned again (:meth:`PahoBridge._linger`).
 WINDOW_TTL = 10.0
+
+
+def _nothing() -> int:
+    return 0
+
+
+#: Seconds a new connection may wait for its CONNACK before it is made again.
+CONNACK_WAIT = 10
 
 #: MQTT 5 SUBACK reason "Shared Subscriptions not supported".
 _SHARED_NOT_SUPPORTED = 0x9E
@@ -83,6 +95,7 @@ class PahoBridge:
         self._filters: list[str] = []
         self._accepting = False
         self._stopping = False
+        self._network: asyncio.Task[None] | None = None
 
     # -- the asyncio side ------------------------------------------------------------------
 
@@ -210,7 +223,8 @@ class PahoBridge:
             client = new_client(self.address, self.client_id, caps.protocol, manual_ack=True)
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.settings.mqtt_session_expiry
-            client.connect_async(
+            connect = functools.partial(
+                client.connect,
                 self.address.host,
                 self.address.port,
                 keepalive=30,
@@ -222,14 +236,44 @@ class PahoBridge:
             client = new_client(
                 self.address, self.client_id, caps.protocol, manual_ack=True, clean_session=False
             )
-            client.connect_async(self.address.host, self.address.port, keepalive=30)
-        client.reconnect_delay_set(1, 30)
+            connect = functools.partial(
+                client.connect, self.address.host, self.address.port, keepalive=30
+            )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        # paho's network work runs on this loop (its socket callbacks), not in a thread of
+        # its own: no GIL hand-offs and no wake-ups between two threads for every message.
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            client.loop_read()
+            # TLS: records already decrypted wait in the socket object, not in the kernel,
+            # and wake no reader (paho's own loop checks ``pending()`` the same way).
+            sock = client.socket()
+            while sock is not None and getattr(sock, "pending", _nothing)() > 0:
+                client.loop_read()
+                sock = client.socket()
+
+        def socket_open(_c: mqtt.Client, _u: Any, sock: Any) -> None:
+            loop.add_reader(sock, readable)
+
+        def socket_close(_c: mqtt.Client, _u: Any, sock: Any) -> None:
+            loop.remove_reader(sock)
+
+        def want_write(c: mqtt.Client, _u: Any, sock: Any) -> None:
+            loop.add_writer(sock, c.loop_write)
+
+        def written(_c: mqtt.Client, _u: Any, sock: Any) -> None:
+            loop.remove_writer(sock)
+
+        client.on_socket_open = socket_open
+        client.on_socket_close = socket_close
+        client.on_socket_register_write = want_write
+        client.on_socket_unregister_write = written
         self._client = client
-        client.loop_start()
+        self._network = loop.create_task(self._keep_connected(client, connect), name="mqtt-net")
         log.info(
             "MQTT ingest %s on %s:%s, MQTT %s, %s",
             self.client_id,
@@ -239,18 +283,64 @@ class PahoBridge:
             ", ".join(self._filters),
         )
 
+    async def _keep_connected(self, client: mqtt.Client, connect: Callable[[], Any]) -> None:
+        """Connect, then once a second: paho's keepalive (``loop_misc``), and a new connection
+        after a pause growing from 1 s to 30 s whenever the last one was lost or refused."""
+        delay, waiting = 1.0, 0
+        attempt: Callable[[], Any] | None = connect
+        while True:
+            if attempt is not None:
+                try:
+                    # A TCP connect and CONNECT (paho's connect timeout, 5 s, at most); the
+                    # CONNACK comes through the socket's reader.
+                    attempt()
+                except OSError as exc:
+                    log.warning(
+                        "MQTT broker %s not reachable (%s); retrying", self.address.host, exc
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                attempt, waiting = None, 0
+            await asyncio.sleep(1.0)
+            if client.is_connected():
+                delay = 1.0
+                client.loop_misc()
+            elif client.socket() is None or waiting >= CONNACK_WAIT:
+                # Lost, refused, or no CONNACK: connect again after the pause.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                attempt = client.reconnect
+            else:
+                waiting += 1
+                client.loop_misc()
+
     async def disconnect(self) -> None:
-        """Disconnect and stop the network thread (nothing when never connected)."""
+        """Disconnect (a DISCONNECT, then the socket closed) and stop reconnecting; nothing
+        when never connected."""
+        network, self._network = self._network, None
+        if network is not None:
+            network.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await network
         client, self._client = self._client, None
-        if client is not None:
-            await asyncio.to_thread(self._disconnect, client)
-
-    @staticmethod
-    def _disconnect(client: mqtt.Client) -> None:
+        if client is None or client.socket() is None:
+            return
         client.disconnect()
-        client.loop_stop()
+        for _ in range(100):  # the writer sends the DISCONNECT, then paho closes the socket
+            if client.socket() is None:
+                return
+            await asyncio.sleep(0.01)
+        log.warning("MQTT broker %s did not take the DISCONNECT; closing", self.address.host)
+        sock = client.socket()
+        if sock is not None:
+            client.on_socket_close = None
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(sock)
+            loop.remove_writer(sock)
+            sock.close()
 
-    # -- the paho side (its own thread) ----------------------------------------------------
+    # -- paho's callbacks (on the asyncio loop, from its socket's reader) ------------------
 
     def _on_connect(
         self, client: mqtt.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any
@@ -329,6 +419,7 @@ class PahoBridge:
         self._wake.set()
 
     def _call(self, func: Callable[[], Any]) -> None:
+        """Run ``func`` on the loop soon (paho calls back from inside its socket's handlers)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(func)
+            loop.call_soon(func)

@@ -396,3 +396,29 @@ async def test_a_failure_while_preparing_a_batch_never_stalls_the_adapter(
         [up] = await messages(cfg, "uplinks", mine(cfg))
         assert up["payload_json"] == {"values": {"t": 9}}
         assert adapter.stats.acked == 2
+
+
+async def test_the_adapter_reconnects_when_its_broker_restarts(
+    cfg: Settings, tmp_path: Path
+) -> None:
+    """paho runs on the adapter's loop, with no thread of its own to reconnect: the adapter
+    connects again after the broker is gone, and what is published then arrives."""
+    broker = embedded.start_mqtt(tmp_path)
+    try:
+        cfg = cfg.model_copy(update={"mqtt_url": broker.url})
+        async with running(cfg) as ingest:
+            await publish(cfg, [(topic(cfg, "sensor-1"), b'{"values": {"t": 1}}')])
+            await messages(cfg, "uplinks", mine(cfg))
+            await asyncio.to_thread(broker.stop)
+            async with asyncio.timeout(10):  # the adapter notices the broker is gone
+                while ingest.subscribed:
+                    await asyncio.sleep(0.05)
+            assert broker.relaunch is not None
+            broker = await asyncio.to_thread(broker.relaunch)
+            await ingest.wait_subscribed(30)
+            await publish(cfg, [(topic(cfg, "sensor-1"), b'{"values": {"t": 2}}')])
+            found = await messages(cfg, "uplinks", mine(cfg), count=2, timeout=15)
+            assert sorted(m["payload_json"]["values"]["t"] for m in found) == [1, 2]
+            assert ingest.stats.acked == 2
+    finally:
+        broker.stop()
