@@ -301,6 +301,11 @@ class PahoBridge:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
                     continue
+                except Exception:  # never the end of this task: the adapter would stay away
+                    log.exception("MQTT connection to %s failed; retrying", self.address.host)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
                 attempt, waiting = None, 0
             await asyncio.sleep(1.0)
             if client.is_connected():
