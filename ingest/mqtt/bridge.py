@@ -42,10 +42,6 @@ QUIET = 0.5
 WINDOW_TTL = 10.0
 
 
-def _nothing() -> int:
-    return 0
-
-
 #: Seconds a new connection may wait for its CONNACK before it is made again.
 CONNACK_WAIT = 10
 
@@ -251,10 +247,10 @@ class PahoBridge:
             client.loop_read()
             # TLS: records already decrypted wait in the socket object, not in the kernel,
             # and wake no reader (paho's own loop checks ``pending()`` the same way).
-            sock = client.socket()
-            while sock is not None and getattr(sock, "pending", _nothing)() > 0:
+            pending = getattr(client.socket(), "pending", None)
+            while pending is not None and pending() > 0:
                 client.loop_read()
-                sock = client.socket()
+                pending = getattr(client.socket(), "pending", None)
 
         def socket_open(_c: mqtt.Client, _u: Any, sock: Any) -> None:
             loop.add_reader(sock, readable)
@@ -294,15 +290,13 @@ class PahoBridge:
                     # A TCP connect and CONNECT (paho's connect timeout, 5 s, at most); the
                     # CONNACK comes through the socket's reader.
                     attempt()
-                except OSError as exc:
-                    log.warning(
-                        "MQTT broker %s not reachable (%s); retrying", self.address.host, exc
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-                    continue
-                except Exception:  # never the end of this task: the adapter would stay away
-                    log.exception("MQTT connection to %s failed; retrying", self.address.host)
+                except Exception as exc:  # never the end of this task: the adapter would stay away
+                    if isinstance(exc, OSError):
+                        log.warning(
+                            "MQTT broker %s not reachable (%s); retrying", self.address.host, exc
+                        )
+                    else:
+                        log.exception("MQTT connection to %s failed; retrying", self.address.host)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
                     continue

@@ -38,8 +38,8 @@ def run(settings: Settings) -> None:
     """``hivepipe ingest mqtt``."""
     if not settings.mqtt_url or not settings.kafka:
         raise SystemExit("HIVEPIPE_MQTT_URL and HIVEPIPE_KAFKA are required")
-    # uvloop, as the API and the worker run: asyncio's own loop (its timers, its selector,
-    # the wake-ups from paho's thread) took 0.20-0.21 ms of the adapter's CPU per message at
-    # 500/s against 0.18-0.20 with uvloop, in interleaved runs (docs/benchmarks.md).
+    # uvloop, as the API and the worker run: asyncio's own loop (its timers, its selector)
+    # took 0.20-0.21 ms of the adapter's CPU per message at 500/s against 0.18-0.20 with
+    # uvloop, in interleaved runs (docs/benchmarks.md; paho then still had its own thread).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(settings))

@@ -2,7 +2,7 @@
 leaves early once messages stop coming (a broker's in-flight window is full: it sends no more
 before our acknowledgements, so waiting out the linger would only slow the flow down).
 
-Messages are handed to the bridge the way paho's network thread does, through its
+Messages are handed to the bridge the way paho's socket reader does, through its
 ``on_message`` callback, with paho's own message type; no broker is needed for the timing.
 """
 
@@ -52,6 +52,16 @@ async def taken(into: PahoBridge, seconds: float) -> None:
         await into.next_batch(10_000, LINGER)
 
 
+async def learned_then_emptied(into: PahoBridge, seconds: float) -> None:
+    """A steady flow for ``seconds`` (the bridge learns its rate), then every message left
+    taken: the next batch starts from an empty bridge that expects more."""
+    feed = asyncio.create_task(steady(into, seconds))
+    await taken(into, 0.8)
+    await feed
+    while into.pending:  # what was left
+        await into.next_batch(10_000, 0.0)
+
+
 async def test_a_steady_flow_is_gathered_for_the_whole_linger() -> None:
     """(The best of three batches: a stall of this busy test process longer than a few gaps
     ends a batch early, as it would in the adapter, harmlessly.)"""
@@ -73,11 +83,7 @@ async def test_a_lingering_batch_leaves_once_messages_stop_coming() -> None:
     acknowledged: the batch leaves after half the linger without a message, not after all of
     it."""
     stalled = bridge()
-    feed = asyncio.create_task(steady(stalled, 1.0))
-    await taken(stalled, 0.8)
-    await feed
-    while stalled.pending:  # what was left
-        await stalled.next_batch(10_000, 0.0)
+    await learned_then_emptied(stalled, 1.0)
     for n in range(20):
         stalled._on_message(None, None, message(10_000 + n))
     started = time.monotonic()
@@ -121,11 +127,7 @@ async def test_a_window_learned_in_a_lull_is_forgotten_once_more_come() -> None:
     """A lull of a steady flow looks like a full window; the next burst brings more than it,
     and batches gather the whole linger again."""
     lulled = bridge()
-    feed = asyncio.create_task(steady(lulled, 0.8))
-    await taken(lulled, 0.8)
-    await feed
-    while lulled.pending:  # what was left
-        await lulled.next_batch(10_000, 0.0)
+    await learned_then_emptied(lulled, 0.8)
     for n in range(5):  # then a lull: five messages and no more, though the rate says more
         lulled._on_message(None, None, message(10_000 + n))
     assert len(await lulled.next_batch(10_000, LINGER)) == 5
