@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,8 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.entrypoints import embedded
-from services.entrypoints.roles import api_answers, bind_api_socket, spawn_role, stop_process
+from services.entrypoints.roles import api_answers, spawn_role, stop_process
 from services.entrypoints.supervisor import Installation, prepare, start_servers
 from services.platform.settings import Settings
 
@@ -52,10 +52,13 @@ def running_pipeline(
     up`` runs them (named ``api``, ``api-2``, ...)."""
     import asyncio
 
-    with tempfile.TemporaryDirectory(prefix="hivepipe-bench-") as tmp:
+    # The API's socket is bound first and held: a port only found free, then bound when the
+    # API starts, was once taken meanwhile by a client connection's ephemeral port.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
+    with tempfile.TemporaryDirectory(prefix="hivepipe-bench-") as tmp, listener:
         settings = Settings(
             data_dir=Path(os.environ.get("HIVEPIPE_BENCH_DIR", tmp)),
-            api_port=embedded.free_port(),
+            api_port=listener.getsockname()[1],
             topic_prefix="bench.",
             embedded=True,
             **overrides,  # type: ignore[arg-type]
@@ -72,23 +75,21 @@ def running_pipeline(
             for name, value in overrides.items():
                 env[f"HIVEPIPE_{name.upper()}"] = str(value)
             for role in roles:
-                if role == "api" and api_processes > 1:
-                    listener = bind_api_socket(install.settings)
+                if role == "api":  # on the socket bound above, as `hivepipe up` runs the API
                     fd = listener.fileno()
                     for n in range(api_processes):
                         name = "api" if n == 0 else f"api-{n + 1}"
                         procs[name] = spawn_role(role, env, args=("--fd", str(fd)), pass_fds=(fd,))
-                    listener.close()  # the API processes hold it
                     continue
                 procs[role] = spawn_role(role, env)
-            if "api" in procs and api_processes > 1:
-                # A shared socket accepts before any process is ready: wait for an answer.
+            listener.close()  # the API processes hold it
+            if "api" in procs:
+                # The socket accepts before any process is ready: wait for an answer.
                 deadline = time.monotonic() + 60
                 while not api_answers(install.settings):
+                    assert procs["api"].poll() is None, "the API process exited"
                     assert time.monotonic() < deadline, "the API processes did not answer"
                     time.sleep(0.2)
-            elif "api" in procs:
-                embedded.wait_for_port(install.settings.api_port, timeout=60, proc=procs["api"])
             yield Running(install, key, procs)
         finally:
             for proc in procs.values():
