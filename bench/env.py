@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +47,21 @@ class Running:
 
 
 @contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM (``timeout``, a cancelled job) ends the run as Ctrl-C does, through the
+    ``finally`` blocks that stop the embedded servers: they run in sessions of their own and
+    outlived a terminated bench before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def running_pipeline(
     *, roles: tuple[str, ...] = ("worker", "api"), api_processes: int = 1, **overrides: object
 ) -> Iterator[Running]:
@@ -55,7 +72,11 @@ def running_pipeline(
     # The API's socket is bound first and held: a port only found free, then bound when the
     # API starts, was once taken meanwhile by a client connection's ephemeral port.
     listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
-    with tempfile.TemporaryDirectory(prefix="hivepipe-bench-") as tmp, listener:
+    with (
+        _terminate_as_exit(),
+        tempfile.TemporaryDirectory(prefix="hivepipe-bench-") as tmp,
+        listener,
+    ):
         settings = Settings(
             data_dir=Path(os.environ.get("HIVEPIPE_BENCH_DIR", tmp)),
             api_port=listener.getsockname()[1],
