@@ -17,9 +17,17 @@ from services.downlinks import NetworkServer, network_servers
 log = logging.getLogger(__name__)
 
 
-async def flush_buffers(ctx: ApiContext, services: ApiServices) -> None:
-    """Write the pending ``last_used`` times and usage counters (one connection, two statements)."""
-    async with ctx.pool.connection() as conn:
+#: How long the flush at shutdown waits for a database connection: with the database away,
+#: the pool's own timeout (30 s) kept the process past the supervisor's 20 s before SIGKILL.
+SHUTDOWN_FLUSH_TIMEOUT = 3.0
+
+
+async def flush_buffers(
+    ctx: ApiContext, services: ApiServices, *, timeout: float | None = None
+) -> None:
+    """Write the pending ``last_used`` times and usage counters (one connection, two statements);
+    ``timeout``: how long to wait for the connection (None: the pool's own)."""
+    async with ctx.pool.connection(timeout=timeout) as conn:
         await services.last_used.flush(conn)
         await usage.flush(conn)
 
@@ -78,9 +86,9 @@ async def start_api_services(ctx: ApiContext) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
         try:
-            await flush_buffers(ctx, services)
-        except Exception:
-            log.warning("could not write last_used/usage at shutdown", exc_info=True)
+            await flush_buffers(ctx, services, timeout=SHUTDOWN_FLUSH_TIMEOUT)
+        except Exception as exc:
+            log.warning("could not write last_used/usage at shutdown: %r", exc)
         await services.commands.close()
         await services.limiter.close()
         if services.network_server is not None:
