@@ -23,11 +23,11 @@ SHUTDOWN_FLUSH_TIMEOUT = 3.0
 
 
 async def flush_buffers(
-    ctx: ApiContext, services: ApiServices, *, timeout: float | None = None
+    ctx: ApiContext, services: ApiServices, *, connection_wait: float | None = None
 ) -> None:
     """Write the pending ``last_used`` times and usage counters (one connection, two statements);
-    ``timeout``: how long to wait for the connection (None: the pool's own)."""
-    async with ctx.pool.connection(timeout=timeout) as conn:
+    ``connection_wait``: how long to wait for the connection (None: the pool's own timeout)."""
+    async with ctx.pool.connection(timeout=connection_wait) as conn:
         await services.last_used.flush(conn)
         await usage.flush(conn)
 
@@ -86,7 +86,7 @@ async def start_api_services(ctx: ApiContext) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
         try:
-            await flush_buffers(ctx, services, timeout=SHUTDOWN_FLUSH_TIMEOUT)
+            await flush_buffers(ctx, services, connection_wait=SHUTDOWN_FLUSH_TIMEOUT)
         except Exception as exc:
             log.warning("could not write last_used/usage at shutdown: %r", exc)
         await services.commands.close()
