@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     #: applies no retention) once it holds more than this many MiB; lossless with the intake
     #: journal, which replays what was not stored yet. 0: never.
     embedded_kafka_max_mib: int = Field(default=1024, ge=0)
+    #: ``hivepipe up`` also recycles the embedded Kafka once it has used more than this share
+    #: of one core over a minute: a fetch that finds records lists every produce request its
+    #: partition holds, so tansu's CPU grows with what it holds (five times in five minutes at
+    #: 500 uplinks/s). 0: never. With Kafka (``kafka``) neither applies.
+    embedded_kafka_max_cpu: float = Field(default=0.25, ge=0)
     #: How long a worker's fetch may wait for records (ms). Kafka answers a fetch as soon as
     #: records have arrived; tansu holds every fetch this long, so on the embedded broker it is
     #: the floor of every hop's latency and the window a worker's batch gathers in: 100 against
