@@ -136,23 +136,63 @@ def _engine_loop() -> asyncio.AbstractEventLoop:
 # --- A compiled codec --------------------------------------------------------------------------
 
 
-@dataclass
+#: Isolates are created and freed one at a time in the process. mini-racer does both through
+#: process-wide state, with the GIL released; once (a CI run, 2026-12-07) the test process died
+#: of a segfault in ``mr_init_context`` on a thread compiling a codec while other threads ran,
+#: the garbage collector among them, which frees an isolate nobody closed on whichever thread
+#: it runs.
+_isolates_lock = threading.Lock()
+#: Isolates dropped without close(): freed by the next thread that takes the lock. Not freed in
+#: the finaliser itself: that may run on the engine's loop thread, which a thread holding the
+#: lock (inside mini-racer) can be waiting for.
+_orphans: list[contextlib.AbstractContextManager[MiniRacer]] = []
+
+
+def _free_orphans() -> None:
+    """Free the isolates dropped without close(); the caller holds :data:`_isolates_lock`."""
+    while _orphans:
+        closer = _orphans.pop()
+        with contextlib.suppress(Exception):
+            closer.__exit__(None, None, None)
+
+
+@dataclass(eq=False)
 class _Isolate:
     racer: MiniRacer
     closer: contextlib.AbstractContextManager[MiniRacer]
+    closed: bool = False
+
+    def close(self) -> None:
+        """Free the isolate (once), under the process's isolate lock."""
+        with _isolates_lock:
+            _free_orphans()
+            if self.closed:
+                return
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self.closer.__exit__(None, None, None)
+
+    def __del__(self) -> None:
+        # Dropped without close() (an exception between its creation and its owner): parked
+        # for the next thread that takes the lock. Keeping ``closer`` referenced also keeps
+        # mini-racer's own finaliser from freeing it here.
+        if not self.closed:
+            self.closed = True
+            _orphans.append(self.closer)
 
 
 def _open_isolate(limits: CodecLimits) -> _Isolate:
-    closer = mini_racer(event_loop=_engine_loop())
-    racer = closer.__enter__()
-    racer.set_hard_memory_limit(limits.memory_bytes)
-    racer.eval(_HARNESS, timeout_sec=1.0)
-    return _Isolate(racer, closer)
+    with _isolates_lock:
+        _free_orphans()
+        closer = mini_racer(event_loop=_engine_loop())
+        isolate = _Isolate(closer.__enter__(), closer)
+    isolate.racer.set_hard_memory_limit(limits.memory_bytes)
+    isolate.racer.eval(_HARNESS, timeout_sec=1.0)
+    return isolate
 
 
 def _close_isolate(isolate: _Isolate) -> None:
-    with contextlib.suppress(Exception):
-        isolate.closer.__exit__(None, None, None)
+    isolate.close()
 
 
 def _js_string(text: str) -> str:

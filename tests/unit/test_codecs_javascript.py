@@ -330,3 +330,57 @@ def test_an_uplink_gives_points_a_decoded_event_and_the_state() -> None:
     (event,) = decoded.events
     assert event.type == "decoded"
     assert event.data["data"] == {"t": 1, "s": "x"}
+
+
+def test_an_isolate_dropped_without_close_is_freed_by_the_next_under_the_lock() -> None:
+    """An isolate nobody closed is not freed by a finaliser on whichever thread collects it
+    (the engine's own loop thread among them): the next isolate opened or closed frees it,
+    under the isolate lock."""
+    import gc
+
+    from services.codecs import javascript
+
+    isolate = javascript._open_isolate(javascript.CodecLimits())
+    generator = isolate.closer.gen  # type: ignore[attr-defined]
+    assert generator.gi_frame is not None  # open: suspended inside mini-racer's context
+    del isolate
+    gc.collect()
+    assert generator.gi_frame is not None  # parked, not freed by the collection
+    javascript._open_isolate(javascript.CodecLimits()).close()
+    assert generator.gi_frame is None  # freed by the next thread under the lock
+
+
+def test_isolates_open_and_close_on_many_threads_at_once() -> None:
+    """Codecs compiled, used, closed and dropped on eight threads while another collects."""
+    import gc
+    import threading
+
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def churn() -> None:
+        try:
+            for i in range(6):
+                codec = compile_codec(
+                    "function decodeUplink(input) { return {data: {n: input.bytes.length}}; }"
+                )
+                assert codec.decode_uplink(UplinkInput(b"\x01" * (i % 4), 1, 1_700_000_000.0))
+                if i % 3:
+                    codec.close()  # else dropped: freed when collected
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def collect() -> None:
+        while not stop.wait(0.005):
+            gc.collect()
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    collector.join()
+    assert errors == []
