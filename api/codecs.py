@@ -19,9 +19,6 @@ from services.codecs import (
 )
 from services.platform import Settings
 
-#: One cache per API context (an app; tests run several in one process).
-_caches: dict[int, CodecCache] = {}
-
 
 def codec_limits(settings: Settings) -> CodecLimits:
     """The sandbox's limits of these settings."""
@@ -33,9 +30,17 @@ def codec_limits(settings: Settings) -> CodecLimits:
 
 
 def _cache(ctx: ApiContext) -> CodecCache:
-    cache = _caches.get(id(ctx))
+    """The context's codec cache, whose isolates are freed when the API stops (it was a
+    module-wide dict keyed by ``id(ctx)``: never freed, and a later app, as in the tests, could
+    be handed an earlier one's cache under a reused id)."""
+    cache = ctx.codec_cache
     if cache is None:
-        cache = _caches[id(ctx)] = CodecCache(codec_limits(ctx.settings), size=32)
+        cache = ctx.codec_cache = CodecCache(codec_limits(ctx.settings), size=32)
+
+        async def close() -> None:
+            cache.close()
+
+        ctx.closers.append(close)
     return cache
 
 

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.ratelimit import AccountLimiter
 from services.accounts import LastUsed
+from services.codecs import CodecCache
 from services.commands import CommandPublisher
 from services.devices import DeviceDirectory
 from services.downlinks import NetworkServer
@@ -58,6 +59,8 @@ class ApiContext:
     mqtt_ready: Check | None = None
     #: Run in order at shutdown, before the pool closes.
     closers: list[Closer] = field(default_factory=list)
+    #: The models' compiled codecs (``api.codecs``; set at the first use, closed at shutdown).
+    codec_cache: CodecCache | None = None
 
     def api_services(self) -> ApiServices:
         """The routes' services; started in the lifespan before any request."""
