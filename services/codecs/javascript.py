@@ -31,6 +31,7 @@ from py_mini_racer import (
     JSParseException,
     JSTimeoutException,
     MiniRacer,
+    init_mini_racer,
     mini_racer,
 )
 
@@ -120,13 +121,22 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
+#: V8's flags: mini-racer's default, and no memory protection keys. On a CPU with them (PKU:
+#: AMD EPYC, recent Xeons) V8 guards its tables with a key that threads started by Python do
+#: not all hold, and creating an isolate on such a thread segfaulted (in
+#: ``JSDispatchTable::PreAllocatedEntryNeedsInitialization``); the codecs' sandbox is the
+#: isolate's own limits, not these keys.
+V8_FLAGS = ("--single-threaded", "--no-memory-protection-keys")
+
+
 def _engine_loop() -> asyncio.AbstractEventLoop:
     """The one event loop thread mini-racer talks to V8 through, shared by every isolate of the
     process (mini-racer would otherwise start a thread per isolate, or take over the caller's
-    loop, where a time limit cannot be applied)."""
+    loop, where a time limit cannot be applied). V8 starts here, with :data:`V8_FLAGS`."""
     global _loop
     with _loop_lock:
         if _loop is None:
+            init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="codec-engine", daemon=True).start()
             _loop = loop

@@ -384,3 +384,29 @@ def test_isolates_open_and_close_on_many_threads_at_once() -> None:
     stop.set()
     collector.join()
     assert errors == []
+
+
+def test_v8_starts_without_memory_protection_keys() -> None:
+    """On a CPU with memory protection keys, V8 guarded its tables with a key that threads
+    started by Python did not all hold: creating an isolate on one segfaulted (seen on an AMD
+    EPYC machine, in CI). A fresh interpreter shows the flags V8 starts with."""
+    import subprocess
+    import sys
+
+    script = (
+        "import py_mini_racer._dll as d\n"
+        "seen = []\n"
+        "real = d._open_dll\n"
+        "def spy(flags):\n"
+        "    seen.append(tuple(flags))\n"
+        "    return real(seen[-1])\n"
+        "d._open_dll = spy\n"
+        "from services.codecs import compile_codec\n"
+        "compile_codec('function decodeUplink(input) { return {data: {}}; }').close()\n"
+        "print(seen)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "--no-memory-protection-keys" in out
+    assert "--single-threaded" in out
