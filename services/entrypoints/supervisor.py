@@ -124,14 +124,6 @@ async def prepare(settings: Settings) -> str:
     return key
 
 
-def create_topics(settings: Settings) -> None:
-    """Create the topics (on an embedded Kafka that has just started again, empty)."""
-    assert settings.kafka, "a Kafka address is required"
-    asyncio.run(
-        ensure_topics(settings.kafka, [settings.topic(t) for t in ALL_TOPICS], settings.partitions)
-    )
-
-
 #: The ``role`` label of an embedded server's restarts.
 SERVER_ROLES = {"postgres": "postgres", "kafka": "kafka", "mqtt": "mqtt-broker"}
 
@@ -223,11 +215,7 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
         roles = start_roles(s, install.child_env(), listener, mqtt_shared=shared)
         workers = [child for child in roles if child.role == "worker"]
         kafka = next((child for child in servers if child.role == "kafka"), None)
-        broker = (
-            BrokerWatch(s, kafka, roles, prepare_broker=lambda: create_topics(s))
-            if kafka is not None
-            else None
-        )
+        broker = BrokerWatch(s, kafka, roles) if kafka is not None else None
         started, announced = time.monotonic(), False
         while not stop["signal"]:
             for child in (*servers, *roles):
