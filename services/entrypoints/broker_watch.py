@@ -120,8 +120,8 @@ class BrokerWatch:
         held = kafka_memory_mib(self.kafka) if limit else 0.0
         if limit and held > limit:
             return f"it held {held:.0f} MiB, over HIVEPIPE_EMBEDDED_KAFKA_MAX_MIB={limit}", "memory"
-        share = self._cpu_share(now)
         budget = self.settings.embedded_kafka_max_cpu
+        share = self._cpu_share(now) if budget else None
         if budget and share is not None and share > budget:
             return (
                 f"it used {share:.0%} of a core over the last minute, over "
