@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from fastapi import FastAPI
 
@@ -34,6 +35,34 @@ from services.platform import (
 from services.uplinks import dedup
 
 log = logging.getLogger(__name__)
+
+#: A step of the API's shutdown (a closer, the Kafka producer's flush, the pool) still running
+#: after this many seconds is abandoned, with its stack in the log: a stop must end, so that a
+#: supervisor (or a test's teardown) is not held by one stuck client. Once in CI (2026-12-07) a
+#: test app's shutdown waited forever on one of them, and nothing said which.
+SHUTDOWN_STEP_TIMEOUT = 15.0
+
+
+async def shutdown_step(name: str, work: Awaitable[None], within: float | None = None) -> bool:
+    """Await ``work``; True when it ended (an error in it is logged), False when it was still
+    running after ``within`` seconds (:data:`SHUTDOWN_STEP_TIMEOUT`): then it is cancelled and
+    its stack, where it waited, is logged."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=within or SHUTDOWN_STEP_TIMEOUT)
+    if task in done:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("shutdown: %s failed: %r", name, exc, exc_info=exc)
+        return True
+    stack = io.StringIO()
+    task.print_stack(file=stack)
+    log.error(
+        "shutdown: %s still running after %.0f s, abandoned; it was waiting in:\n%s",
+        name,
+        within or SHUTDOWN_STEP_TIMEOUT,
+        stack.getvalue(),
+    )
+    task.cancel()
+    return False
 
 
 async def _purge_dedup(ctx: ApiContext) -> None:
@@ -116,10 +145,10 @@ def create_app(
         finally:
             purge.cancel()
             for closer in ctx.closers:
-                await closer()
+                await shutdown_step(closer.__qualname__, closer())
             if own_publisher is not None:
-                await own_publisher.stop()
-            await pool.close()
+                await shutdown_step("the Kafka producer's stop", own_publisher.stop())
+            await shutdown_step("the database pool's close", pool.close())
 
     app = FastAPI(
         title="hivepipe",

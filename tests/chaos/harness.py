@@ -46,6 +46,9 @@ class Figures:
     unready: float = 0.0
     #: The longest a callback waited for its answer (seconds).
     slowest: float = 0.0
+    #: Lost uplinks by source (``sigfox``, ``mqtt``), and the send times of the first few.
+    lost_by: dict[str, int] = field(default_factory=dict)
+    lost_at: list[float] = field(default_factory=list)
 
     @property
     def refused_share(self) -> float:
@@ -183,11 +186,13 @@ async def run_scenario(
         await points.close()
     assert stored is not None, "PostgreSQL never answered after the fault"
     every = [s for sent in loads.values() for s in sent]
+    missing = {d: accepted[d] - set(stored[d]) for d in loads}
+    sources = {SIGFOX_DEVICE: "sigfox", MQTT_DEVICE: "mqtt"}
     return Figures(
         fault=fault.name,
         sent=len(every),
         accepted=sum(len(times) for times in accepted.values()),
-        lost=sum(len(accepted[d] - set(stored[d])) for d in loads),
+        lost=sum(len(times) for times in missing.values()),
         doubled=sum(n - 1 for d in loads for t, n in stored[d].items() if t >= base and n > 1),
         refused=sum(not s.accepted for s in every),
         recovery=_recovery(loads, samples, injected),
@@ -195,6 +200,10 @@ async def run_scenario(
         restarts=pipeline.restarts(),
         unready=unready[0],
         slowest=max((s.waited for s in loads[SIGFOX_DEVICE]), default=0.0),
+        lost_by={sources[d]: len(times) for d, times in missing.items() if times},
+        lost_at=sorted(
+            s.at - injected for d, sent in loads.items() for s in sent if s.time in missing[d]
+        )[:10],
     )
 
 
@@ -218,7 +227,7 @@ def print_table(results: list[Figures], console: Console | None = None) -> None:
         table.add_row(
             r.fault,
             f"{r.accepted:,} of {r.sent:,}",
-            str(r.lost),
+            str(r.lost) + "".join(f" ({n} {src})" for src, n in r.lost_by.items()),
             str(r.doubled),
             f"{r.refused} ({r.refused_share:.2%})" + (f": {why}" if why else ""),
             f"{r.slowest:.1f} s",

@@ -4,6 +4,8 @@ pool's 30 s, so the process exits before a supervisor's SIGKILL (``hivepipe up``
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -41,3 +43,42 @@ async def test_the_shutdown_flush_gives_up_soon_when_the_database_is_away(
         await pool.close(timeout=0)
     assert elapsed < 5.0, f"the shutdown flush waited {elapsed:.1f} s for a connection"
     assert elapsed >= 0.4, "the flush did try to get a connection"
+
+
+async def test_a_stuck_shutdown_step_is_abandoned_with_where_it_waited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from services.entrypoints.api_app import shutdown_step
+
+    never = asyncio.Event()
+
+    async def stuck_close() -> None:
+        await never.wait()
+
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR):
+        ended = await shutdown_step("a stuck closer", stuck_close(), within=0.2)
+    assert not ended
+    assert time.monotonic() - started < 2.0
+    [record] = caplog.records
+    assert "a stuck closer still running after" in record.getMessage()
+    assert "stuck_close" in record.getMessage()  # the stack names where it waited
+    assert "never.wait()" in record.getMessage()
+
+
+async def test_a_failing_shutdown_step_is_logged_and_the_next_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from services.entrypoints.api_app import shutdown_step
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    async def fine() -> None:
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.ERROR):
+        assert await shutdown_step("broken", broken())
+        assert await shutdown_step("fine", fine())
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["shutdown: broken failed: RuntimeError('boom')"]
