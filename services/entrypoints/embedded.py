@@ -262,18 +262,19 @@ def _wait_postgres_ready(pgdata: Path, proc: subprocess.Popen[bytes], *, timeout
     raise TimeoutError(f"PostgreSQL not ready after {timeout:.0f}s (see its log)")
 
 
-def start_mqtt(data_dir: Path, port: int | None = None) -> Server:
+def start_mqtt(data_dir: Path, port: int | None = None, *, save: str = "every-change") -> Server:
     """Start Mosquitto (when on PATH) or an amqtt broker on 127.0.0.1.
 
     Mosquitto keeps its persistent sessions (and the QoS 1 messages queued for them: the MQTT
-    ingest's) in ``data_dir/mosquitto/``, saved every other second, so they survive its restart;
-    amqtt keeps them in memory only."""
+    ingest's) in ``data_dir/mosquitto/``, saved after every change or once a second (``save``,
+    ``HIVEPIPE_EMBEDDED_MQTT_SAVE``), so they survive its restart; amqtt keeps them in memory
+    only."""
     port = port or free_port()
     log = _log_file(data_dir, "mqtt")
     mosquitto = shutil.which("mosquitto")
     if mosquitto:
         conf = data_dir / "mosquitto.conf"
-        conf.write_text(_mosquitto_conf(data_dir, port))
+        conf.write_text(_mosquitto_conf(data_dir, port, save))
         cmd = [mosquitto, "-c", str(conf)]
     else:
         cmd = [sys.executable, "-m", "services.entrypoints.amqtt_broker", str(port)]
@@ -291,11 +292,11 @@ def start_mqtt(data_dir: Path, port: int | None = None) -> Server:
         f"mqtt://127.0.0.1:{port}",
         proc=proc,
         log_path=log,
-        relaunch=functools.partial(start_mqtt, data_dir, port),
+        relaunch=functools.partial(start_mqtt, data_dir, port, save=save),
     )
 
 
-def _mosquitto_conf(data_dir: Path, port: int) -> str:
+def _mosquitto_conf(data_dir: Path, port: int, save: str = "every-change") -> str:
     store = (data_dir / "mosquitto").resolve()
     store.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -303,9 +304,12 @@ def _mosquitto_conf(data_dir: Path, port: int) -> str:
         "allow_anonymous true",
         "persistence true",
         f"persistence_location {store}/",
-        # A save once a whole second has passed since the last (its clock counts whole seconds):
-        # a kill -9 loses at most the last two seconds' messages.
+        # every-second: a save once a whole second has passed since the last (its clock counts
+        # whole seconds). every-change: a save (written, fsync'd, renamed) once a change has
+        # been made, at the next turn of its loop; Mosquitto acknowledges a publish before it
+        # saves, so a kill -9 can still fall between the two (well under a millisecond).
         "autosave_interval 1",
+        *(["autosave_on_changes true"] if save == "every-change" else []),
         "max_queued_messages 100000",
         "max_inflight_messages 1000",
     ]

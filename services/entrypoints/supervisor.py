@@ -91,7 +91,8 @@ def start_servers(settings: Settings) -> Installation:
             if "partitions" not in settings.model_fields_set:
                 updates["partitions"] = embedded_partitions(settings)
         if not settings.mqtt_url:
-            servers.append(embedded.start_mqtt(data_dir, previous_port(data_dir, "mqtt_url")))
+            port = previous_port(data_dir, "mqtt_url")
+            servers.append(embedded.start_mqtt(data_dir, port, save=settings.embedded_mqtt_save))
             updates["mqtt_url"] = servers[-1].url
     except BaseException:
         for server in reversed(servers):

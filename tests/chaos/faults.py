@@ -41,6 +41,15 @@ def kill_mqtt_adapter(pipeline: Pipeline) -> None:
     pipeline.kill("mqtt")
 
 
+def kill_mqtt_adapter_then_broker(pipeline: Pipeline) -> None:
+    """kill -9 of the MQTT adapter, then of Mosquitto half a second later (a box going down a
+    piece at a time): what Mosquitto acknowledged in between exists only in its store, so it
+    must have been saved (``HIVEPIPE_EMBEDDED_MQTT_SAVE``)."""
+    pipeline.kill("mqtt")
+    time.sleep(0.5)
+    pipeline.kill("mqtt-broker")
+
+
 def kill_api_process(pipeline: Pipeline) -> None:
     """kill -9 of one of the API processes: the others take the new connections."""
     pipeline.kill("api")
@@ -84,6 +93,11 @@ def power_cut(pipeline: Pipeline) -> None:
 FAULTS = [
     Fault("kill -9 worker", kill_worker, restarted="worker"),
     Fault("kill -9 MQTT adapter", kill_mqtt_adapter, restarted="mqtt"),
+    Fault(
+        "kill -9 MQTT adapter, then Mosquitto 0.5 s later",
+        kill_mqtt_adapter_then_broker,
+        restarted="mqtt-broker",
+    ),
     Fault("kill -9 one API process", kill_api_process, restarted="api"),
     Fault("kill -9 PostgreSQL", kill_postgres, restarted="postgres"),
     Fault("kill -9 embedded Kafka (tansu)", kill_kafka, restarted="kafka"),

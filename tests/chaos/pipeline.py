@@ -145,17 +145,30 @@ class Pipeline:
 
     def power_cut(self) -> None:
         """kill -9 of the whole tree at once, the supervisor included (a power cut, as far as
-        the processes can tell: what the OS had not written is the disk's business)."""
+        the processes can tell: what the OS had not written is the disk's business). The tree
+        is read from one pass over ``/proc`` and stopped (SIGSTOP) before it is killed, so that
+        every process dies at the same instant: a pass over ``/proc`` per process took about a
+        second on a busy machine, and the servers kept answering meanwhile."""
+        parents: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                parent = int(stat.rsplit(")", 1)[1].split()[1])
+                parents.setdefault(parent, []).append(int(entry.name))
         tree, todo = [self.proc.pid], [self.proc.pid]
         while todo:
-            found = [pid for pid, _ in children_of(todo.pop())]
+            found = parents.get(todo.pop(), [])
             tree += found
             todo += found
-        for pid in tree:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in tree:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
         self.proc.wait()
 
     def start_again(self) -> None:
