@@ -124,10 +124,11 @@ class Settings(BaseSettings):
     #: acknowledged to its store. ``every-change``: an fsync'd save after each change, so a
     #: power cut loses nothing it acknowledged, but for the instant between its PUBACK and that
     #: save; its CPU per message at 500/s goes from about 0.05 to 0.25 ms, and an MQTT flood is
-    #: accepted about four times slower. ``every-second``: once a second (Mosquitto's own
-    #: default is half an hour); a power cut then loses what it had acknowledged and the MQTT
-    #: adapter had not journaled yet (the last tens of milliseconds). With your own broker, its
-    #: own settings decide.
+    #: accepted about four times slower; each save rewrites the whole store (every persistent
+    #: session), so the disk writes grow with the sessions times the rate. ``every-second``:
+    #: once a second (Mosquitto's own default is half an hour); a power cut then loses what it
+    #: had acknowledged and the MQTT adapter had not journaled yet (the last tens of
+    #: milliseconds). With your own broker, its own settings decide.
     embedded_mqtt_save: Literal["every-change", "every-second"] = "every-change"
     #: How long a worker's fetch may wait for records (ms). Kafka answers a fetch as soon as
     #: records have arrived; tansu holds every fetch this long, so on the embedded broker it is
