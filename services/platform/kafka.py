@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 
 Message = tuple[str, bytes]  # (key, value)
 
+#: Seconds a producer's stop may take beyond its publish time-out. aiokafka's stop waits for
+#: every pending batch, and a batch the broker keeps refusing is retried forever
+#: (aio-libs/aiokafka#1101): a process would never exit, nor a test finish its teardown.
+STOP_GRACE = 5.0
+
 
 class PublishFailed(RuntimeError):
     """Kafka did not take the messages in time: the caller answers 503 or retries."""
@@ -63,10 +68,21 @@ class KafkaPublisher:
             self._producer = producer
 
     async def stop(self) -> None:
-        """Flush what is buffered and disconnect."""
+        """Flush what is buffered and disconnect, giving up after the publish time-out and
+        :data:`STOP_GRACE` (what no broker acknowledged was not promised to anyone: a publish
+        returns only once acknowledged)."""
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            await producer.stop()
+            within = self._timeout + STOP_GRACE
+            try:
+                async with asyncio.timeout(within):
+                    await producer.stop()
+            except TimeoutError:
+                log.warning(
+                    "the Kafka producer did not stop within %.0f s; left behind (%s)",
+                    within,
+                    self._bootstrap,
+                )
 
     @property
     def started(self) -> bool:
