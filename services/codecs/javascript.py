@@ -201,10 +201,6 @@ def _open_isolate(limits: CodecLimits) -> _Isolate:
     return isolate
 
 
-def _close_isolate(isolate: _Isolate) -> None:
-    isolate.close()
-
-
 def _js_string(text: str) -> str:
     return orjson.dumps(text).decode()
 
@@ -249,7 +245,7 @@ class JsCodec:
         """Free the isolate (later calls reopen one)."""
         with self._lock:
             if self._isolate is not None:
-                _close_isolate(self._isolate)
+                self._isolate.close()
                 self._isolate = None
 
     # --- calls ---
@@ -320,7 +316,7 @@ class JsCodec:
     def _reset(self) -> None:
         """After a memory failure the heap may be full: a new isolate."""
         if self._isolate is not None:
-            _close_isolate(self._isolate)
+            self._isolate.close()
             self._isolate = None
 
     def _eval(self, code: str) -> Any:
@@ -391,18 +387,18 @@ def compile_codec(
             timeout_sec=max(limits.timeout_ms, 1000) / 1000,
         )
     except JSTimeoutException:
-        _close_isolate(isolate)
+        isolate.close()
         raise CodecInvalid("the codec's top level did not finish in time") from None
     except JSOOMException:
-        _close_isolate(isolate)
+        isolate.close()
         raise CodecInvalid("the codec's top level exceeded the memory limit") from None
     except (JSParseException, JSEvalException) as exc:
-        _close_isolate(isolate)
+        isolate.close()
         message = str(exc)
         raise CodecInvalid(_first_line(message), _line(message, source)) from None
     functions = frozenset(orjson.loads(str(names)))
     if not functions & set(UPLINK_FUNCTIONS):
-        _close_isolate(isolate)
+        isolate.close()
         raise CodecInvalid(
             "the codec defines none of decodeUplink(input), Decode(fPort, bytes, variables) "
             "or Decoder(bytes, port)"
