@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,20 +38,30 @@ CHILDREN = {
 }
 
 
-def children_of(parent: int) -> list[tuple[int, str]]:
-    """The processes whose parent is ``parent``: (pid, command line)."""
-    found = []
+def _processes() -> Iterator[tuple[int, int, Path]]:
+    """(pid, parent pid, its ``/proc`` folder) of every process, from one pass over ``/proc``."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
         # Field 4 (the parent) comes after the command name in parentheses, which may hold spaces.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            found.append((int(entry.name), cmdline.strip()))
+        yield int(entry.name), int(stat.rsplit(")", 1)[1].split()[1]), entry
+
+
+def children_of(parent: int) -> list[tuple[int, str]]:
+    """The processes whose parent is ``parent``: (pid, command line)."""
+    found = []
+    for pid, ppid, entry in _processes():
+        if ppid != parent:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        found.append((pid, cmdline.strip()))
     return found
 
 
@@ -150,14 +161,8 @@ class Pipeline:
         every process dies at the same instant: a pass over ``/proc`` per process took about a
         second on a busy machine, and the servers kept answering meanwhile."""
         parents: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                parent = int(stat.rsplit(")", 1)[1].split()[1])
-                parents.setdefault(parent, []).append(int(entry.name))
+        for pid, ppid, _ in _processes():
+            parents.setdefault(ppid, []).append(pid)
         tree, todo = [self.proc.pid], [self.proc.pid]
         while todo:
             found = parents.get(todo.pop(), [])
