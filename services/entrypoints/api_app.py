@@ -47,8 +47,9 @@ async def shutdown_step(name: str, work: Awaitable[None], within: float | None =
     """Await ``work``; True when it ended (an error in it is logged), False when it was still
     running after ``within`` seconds (:data:`SHUTDOWN_STEP_TIMEOUT`): then it is cancelled and
     its stack, where it waited, is logged."""
+    within = within or SHUTDOWN_STEP_TIMEOUT
     task = asyncio.ensure_future(work)
-    done, _ = await asyncio.wait({task}, timeout=within or SHUTDOWN_STEP_TIMEOUT)
+    done, _ = await asyncio.wait({task}, timeout=within)
     if task in done:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("shutdown: %s failed: %r", name, exc, exc_info=exc)
@@ -58,7 +59,7 @@ async def shutdown_step(name: str, work: Awaitable[None], within: float | None =
     log.error(
         "shutdown: %s still running after %.0f s, abandoned; it was waiting in:\n%s",
         name,
-        within or SHUTDOWN_STEP_TIMEOUT,
+        within,
         stack.getvalue(),
     )
     task.cancel()

@@ -296,7 +296,7 @@ def start_mqtt(data_dir: Path, port: int | None = None, *, save: str = "every-ch
     )
 
 
-def _mosquitto_conf(data_dir: Path, port: int, save: str = "every-change") -> str:
+def _mosquitto_conf(data_dir: Path, port: int, save: str) -> str:
     store = (data_dir / "mosquitto").resolve()
     store.mkdir(parents=True, exist_ok=True)
     lines = [
