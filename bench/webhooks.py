@@ -1,9 +1,9 @@
 """Webhook deliveries: how many per second reach a local receiver, and how long after storing.
 
 The webhook stage is measured on its own: messages are produced straight onto the internal
-``stored`` topic (what the decode agent publishes once a batch is stored), so the figure is not
-capped by the ingest and decode stages in front of it (about 1,000 points/s end to end on the
-2-core reference box). Everything behind it is real: the worker's webhook agent (lookup, plan,
+``webhook-readings`` topic (what the decode agent publishes once a batch is stored, for the
+devices that have webhooks), so the figure is not capped by the ingest and decode stages in
+front of it. Everything behind it is real: the worker's webhook agent (lookup, plan,
 signed POSTs through the HTTP sender, attempts recorded in PostgreSQL) and a receiver on
 127.0.0.1 in this process (a bare asyncio HTTP/1.1 server, so the receiver costs little CPU).
 
@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.callbacks import percentile
 from bench.env import Running
-from services.platform.events import TOPIC_READINGS
+from services.platform.events import TOPIC_WEBHOOK_READINGS
 
 _NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 
@@ -192,7 +192,7 @@ async def bench_webhooks(
         bootstrap_servers=s.kafka, acks="all", linger_ms=5, max_batch_size=1 << 20
     )
     await producer.start()
-    topic = s.topic(TOPIC_READINGS)
+    topic = s.topic(TOPIC_WEBHOOK_READINGS)
     try:
         ids = await _setup(run, port, devices)
         # Warm-up: every device once (webhook cache, connections), not measured.

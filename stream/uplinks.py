@@ -16,6 +16,7 @@ from services.platform import (
 )
 from services.readings import process_uplinks
 from services.uplinks import journal
+from services.webhooks import WebhookDirectory
 from stream.app import HivepipeApp
 from stream.batching import take_bursts
 from stream.retry import retry_forever
@@ -45,6 +46,8 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     async def decode(stream: Any) -> None:
         pool, publisher = await app.resources.open()
         directory = app.resources.directory
+        # Which devices have webhooks: their readings also go to the webhook agent.
+        webhooks = WebhookDirectory(ttl=settings.webhook_cache_ttl)
         async for values in take_bursts(
             stream, settings.batch_size, within=settings.flush_interval, quiet=settings.flush_quiet
         ):
@@ -74,6 +77,7 @@ def register(app: HivepipeApp, settings: Settings) -> None:
                     topic=settings.topic,
                     also=forget if settings.intake_journal else None,
                     codecs=app.resources.codecs,
+                    webhooks=webhooks,
                 )
 
             await retry_forever("storing a batch of uplinks", run)

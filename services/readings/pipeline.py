@@ -2,7 +2,8 @@
 
 ``process_uplinks`` decodes every envelope with its device's codec, stores points, events and
 state in one transaction, and only then publishes ``readings`` (one message per uplink with all
-its points: the webhook agent consumes it too), ``device-events`` and ``dead-letter``.
+its points), ``device-events`` and ``dead-letter``; the ``readings`` messages of the devices
+that have webhooks also go to the internal ``webhook-readings``, which the webhook agent reads.
 Everything it writes is keyed so that a replay of the same batch (at-least-once delivery)
 stores nothing twice.
 """
@@ -26,6 +27,7 @@ from services.platform import (
     TOPIC_DEAD_LETTER,
     TOPIC_DEVICE_EVENTS,
     TOPIC_READINGS,
+    TOPIC_WEBHOOK_READINGS,
     DataPoint,
     DeviceEvent,
     Message,
@@ -37,6 +39,7 @@ from services.platform import (
 from services.readings.device_events import store_events
 from services.readings.points import store_points
 from services.readings.state import store_state
+from services.webhooks import WebhookDirectory
 
 Row = dict[str, Any]
 
@@ -173,6 +176,7 @@ async def process_uplinks(
     topic: Any,
     also: AlsoInTransaction | None = None,
     codecs: CodecCache | None = None,
+    webhooks: WebhookDirectory | None = None,
 ) -> BatchResult:
     """Decode, store (one transaction), then publish; raises if storing or publishing fails.
 
@@ -180,6 +184,11 @@ async def process_uplinks(
     runs in the storing transaction, before it; ``codecs`` holds the process's compiled
     JavaScript codecs (the accounts' own models). On an exception
     nothing is acknowledged and the caller retries the whole batch (idempotent).
+
+    ``webhooks``: the devices' webhooks are looked up once the points are committed, and only
+    the ``readings`` messages of devices that have some go to ``webhook-readings`` (a change
+    committed before the points is seen: the directory's generation, docs/webhooks.md).
+    Without it every ``readings`` message goes there too (the webhook agent filters them).
     """
     result = BatchResult()
     async with pool.connection() as conn:
@@ -188,6 +197,7 @@ async def process_uplinks(
         plan = plan_batch(envelopes, devices, result, custom.decode)
         result.stored = await _store(conn, plan, also)
         await custom.note_health(conn)
+        hooked = await _hooked(conn, plan, webhooks)
     result.points = len(plan.points)
     result.events = len(plan.events)
     result.dead_letters = len(plan.dead)
@@ -195,17 +205,31 @@ async def process_uplinks(
     readings: list[Message] = [
         (device, dumps({**message, "stored": now})) for device, message in plan.readings
     ]
+    fed = readings if hooked is None else [m for m in readings if m[0] in hooked]
     events: list[Message] = [(e.device, dumps(e.to_dict())) for e, _ in plan.events]
     dead: list[Message] = [(device, dumps(value)) for device, value in plan.dead]
     await publisher.publish_many(
         [
             (topic(TOPIC_READINGS), readings),
+            (topic(TOPIC_WEBHOOK_READINGS), fed),
             (topic(TOPIC_DEVICE_EVENTS), events),
             (topic(TOPIC_DEAD_LETTER), dead),
         ]
     )
     count_batch(envelopes, devices, plan.points, result)
     return result
+
+
+async def _hooked(
+    conn: AsyncConnection[Row], plan: _Plan, webhooks: WebhookDirectory | None
+) -> set[str] | None:
+    """The devices of ``plan``'s readings that have webhooks (None: every device, unknown)."""
+    if webhooks is None:
+        return None
+    if not plan.readings:
+        return set()
+    found = await webhooks.lookup(conn, {device for device, _ in plan.readings})
+    return {device for device, hooks in found.items() if hooks}
 
 
 _codecs: list[CodecCache] = []
