@@ -72,6 +72,8 @@ def api(
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
+            # At this level uvicorn prints no access line, but still formats one per request.
+            access_log=False,
             timeout_graceful_shutdown=10,
         )
     )
