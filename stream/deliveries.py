@@ -91,8 +91,8 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     """Register the webhook agent, the retry poller and the housekeeping timer on ``app``."""
 
     # ``readings`` messages (one per stored uplink, with its points) of the devices that have
-    # webhooks (services.readings.pipeline): most devices have none, and a worker reading all of
-    # ``readings`` spent about a fifth of its CPU on the records alone (issue #16).
+    # webhooks (services.readings.pipeline): a worker reading all of ``readings``, the devices
+    # without webhooks too, spent about a fifth of its CPU on the records alone (issue #16).
     stored = app.topic(
         settings.topic(TOPIC_WEBHOOK_READINGS), value_serializer="raw", key_serializer="raw"
     )

@@ -22,8 +22,8 @@ TOPIC_DEVICE_EVENTS = "device-events"
 TOPIC_COMMANDS = "commands"
 TOPIC_DEAD_LETTER = "dead-letter"
 #: Internal: the ``readings`` messages of the devices that had webhooks when their points were
-#: stored, for the webhook agent alone (most devices have none, and consuming every ``readings``
-#: message cost the worker about a fifth of its CPU at a steady load: issue #16).
+#: stored, for the webhook agent alone (consuming every ``readings`` message, those of devices
+#: without webhooks too, cost the worker about a fifth of its CPU at a steady load: issue #16).
 TOPIC_WEBHOOK_READINGS = "webhook-readings"
 PUBLIC_TOPICS = (
     TOPIC_UPLINKS,
