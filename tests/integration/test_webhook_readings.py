@@ -4,17 +4,13 @@ deleted before a batch is stored is seen by that batch, whatever the directory h
 
 from __future__ import annotations
 
-import struct
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.devices import DeviceDirectory
@@ -27,55 +23,25 @@ from services.platform.events import (
 )
 from services.platform.kafka import KafkaPublisher, ensure_topics
 from services.readings import process_uplinks
-from services.webhooks import WebhookDirectory, generate_secret
-from services.webhooks.registrations import create_webhook, delete_webhook
-
-Conn = psycopg.AsyncConnection[dict[str, Any]]
+from services.webhooks import WebhookDirectory
+from services.webhooks.registrations import delete_webhook
+from tests.integration.test_webhook_store import Conn, connect, device, user, webhook
+from tests.unit.test_codecs_orbit import temperature_batch
 
 
 @pytest.fixture
 async def conn(migrated_url: str) -> AsyncIterator[Conn]:
-    async with await psycopg.AsyncConnection.connect(
-        migrated_url, autocommit=True, row_factory=dict_row
-    ) as c:
+    async with await connect(migrated_url) as c:
         yield c
-
-
-async def owner(conn: Conn) -> int:
-    cur = await conn.execute(
-        "INSERT INTO users (username) VALUES (%s) RETURNING id", (uuid.uuid4().hex[:10],)
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row["id"])
-
-
-async def device(conn: Conn, owner_id: int) -> str:
-    device_id = f"{uuid.uuid4().int % 0xFFFFFF:06X}"
-    await conn.execute(
-        "INSERT INTO devices (id, model, network, owner_id) VALUES (%s, 'orbit-t', 'sigfox', %s)",
-        (device_id, owner_id),
-    )
-    return device_id
-
-
-async def webhook(conn: Conn, device_id: str, owner_id: int) -> int:
-    row = await create_webhook(
-        conn,
-        device=device_id,
-        owner_id=owner_id,
-        url="https://receiver.example/h",
-        secret=generate_secret(),
-        max_per_device=5,
-    )
-    return int(row["id"])
 
 
 def uplink(device_id: str, n: int) -> UplinkEnvelope:
     """An Orbit temperature batch of two samples (two points)."""
-    payload = bytes([0x01, 1]) + struct.pack(">h", 2000 + n) + struct.pack(">h", 2100 + n)
     return UplinkEnvelope(
-        source="sigfox", device=device_id, received=1_700_000_000.0 + n, payload_hex=payload.hex()
+        source="sigfox",
+        device=device_id,
+        received=1_700_000_000.0 + n,
+        payload_hex=temperature_batch(1, [2000 + n, 2100 + n]),
     )
 
 
@@ -102,9 +68,9 @@ async def messages(bootstrap: str, topic: str, want: int) -> list[tuple[str, dic
 async def test_only_the_readings_of_devices_with_webhooks_are_fed_to_the_webhook_agent(
     conn: Conn, migrated_url: str, kafka_server: str, topic_prefix: str
 ) -> None:
-    user = await owner(conn)
-    hooked, plain = await device(conn, user), await device(conn, user)
-    hook_id = await webhook(conn, hooked, user)
+    owner = await user(conn)
+    hooked, plain = await device(conn, owner), await device(conn, owner)
+    hook_id = (await webhook(conn, hooked, owner)).id
 
     def topic(name: str) -> str:
         return f"{topic_prefix}{name}"
@@ -132,8 +98,8 @@ async def test_only_the_readings_of_devices_with_webhooks_are_fed_to_the_webhook
         await process(*first)
         # A webhook registered for the plain device, one deleted from the other: both before
         # the next batch is stored, so both are in effect for it.
-        await webhook(conn, plain, user)
-        assert await delete_webhook(conn, webhook_id=hook_id, device=hooked, owner_id=user)
+        await webhook(conn, plain, owner)
+        assert await delete_webhook(conn, webhook_id=hook_id, device=hooked, owner_id=owner)
         second = [uplink(hooked, 1), uplink(plain, 1)]
         await process(*second)
 
@@ -153,8 +119,7 @@ async def test_only_the_readings_of_devices_with_webhooks_are_fed_to_the_webhook
 async def test_without_a_directory_every_reading_is_fed(
     conn: Conn, migrated_url: str, kafka_server: str, topic_prefix: str
 ) -> None:
-    user = await owner(conn)
-    plain = await device(conn, user)
+    plain = await device(conn, await user(conn))
 
     def topic(name: str) -> str:
         return f"{topic_prefix}{name}"
