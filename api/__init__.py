@@ -1,4 +1,4 @@
-from api.body_limit import BodyLimitMiddleware
+from api.body_limit import BodyLimitMiddleware, BodyTooLarge, content_length, refuse_too_large
 from api.context import ApiContext
 from api.deps import ContextDep
 from api.errors import ApiError, api_error_response, install_error_handlers
@@ -12,12 +12,15 @@ __all__ = [
     "ApiContext",
     "ApiError",
     "BodyLimitMiddleware",
+    "BodyTooLarge",
     "ContextDep",
     "OrjsonResponse",
     "OrjsonRoute",
     "api_error_response",
+    "content_length",
     "install_error_handlers",
     "install_openapi_errors",
+    "refuse_too_large",
     "routers",
     "start_api_services",
 ]

@@ -22,6 +22,26 @@ class BodyTooLarge(Exception):
     pass
 
 
+def content_length(scope: Scope) -> int | None:
+    """The request's ``Content-Length``; None when it has none, or one that is not a number."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def refuse_too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """The 413 answer (an uplink's refusal counted with the others)."""
+    source = str(scope.get("path", "")).removeprefix(_CALLBACKS)
+    if source in _SOURCES:  # an uplink refused: counted with the others
+        metrics.UPLINKS_REJECTED.labels(source, "payload_too_large").inc()
+    response = error_response(413, "payload_too_large", f"The request body exceeds {limit} bytes.")
+    await response(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """ASGI middleware: 413 when Content-Length or the streamed body exceeds ``limit`` bytes;
     ``larger`` gives the paths under a prefix a larger limit (the device models' codecs)."""
@@ -42,19 +62,19 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self._limit(str(scope.get("path", ""))) if self.larger else self.limit
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    break
-                if length > limit:
-                    await self._refuse(scope, receive, send, limit)
-                    return
-                # The server delivers exactly Content-Length bytes (what follows is the next
-                # request): nothing to count. Every callback takes this path.
-                await self.app(scope, receive, send)
+        length = content_length(scope)
+        if length is not None:
+            if length > limit:
+                await refuse_too_large(scope, receive, send, limit)
                 return
+            # The server delivers exactly Content-Length bytes (what follows is the next
+            # request): nothing to count.
+            await self.app(scope, receive, send)
+            return
+        await self.counted(scope, receive, send, limit)
+
+    async def counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """The app on a body without a (valid) Content-Length, counted as it streams in."""
         received = 0
         started = too_large = False
 
@@ -75,7 +95,7 @@ class BodyLimitMiddleware:
                 # while it parses one, and answers 400), the answer is 413.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._refuse(scope, receive, send, limit)
+                    await refuse_too_large(scope, receive, send, limit)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -85,13 +105,4 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(scope, receive, send, limit)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        source = str(scope.get("path", "")).removeprefix(_CALLBACKS)
-        if source in _SOURCES:  # an uplink refused: counted with the others
-            metrics.UPLINKS_REJECTED.labels(source, "payload_too_large").inc()
-        response = error_response(
-            413, "payload_too_large", f"The request body exceeds {limit} bytes."
-        )
-        await response(scope, receive, send)
+                await refuse_too_large(scope, receive, send, limit)

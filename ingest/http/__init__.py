@@ -1,12 +1,13 @@
 """Network-server callbacks (Sigfox, TTN, ChirpStack), mounted in the API process under
-``/callbacks``, and the shortcut that takes the busiest of them past FastAPI's routing."""
+``/callbacks``, and the API's app class, whose shortcut takes the busiest of them past
+FastAPI's middleware stack and routing."""
 
 from fastapi import APIRouter
 
 from api import OrjsonRoute
 from ingest.http import lorawan, sigfox
 from ingest.http.common import ingest_publisher
-from ingest.http.shortcut import CallbackShortcut
+from ingest.http.shortcut import CallbackApp
 from ingest.http.sigfox import ANSWER_POOL_SIZE
 from ingest.http.timing import CallbackTiming
 
@@ -16,7 +17,7 @@ router.include_router(lorawan.router)
 
 __all__ = [
     "ANSWER_POOL_SIZE",
-    "CallbackShortcut",
+    "CallbackApp",
     "CallbackTiming",
     "ingest_publisher",
     "router",

@@ -151,7 +151,8 @@ def create_app(
                 await shutdown_step("the Kafka producer's stop", own_publisher.stop())
             await shutdown_step("the database pool's close", pool.close())
 
-    app = FastAPI(
+    app = callbacks.CallbackApp(
+        max_body_bytes=settings.max_body_bytes,
         title="hivepipe",
         version="0.1.0",
         description="IoT ingestion pipeline: callbacks, queries, devices, Orbit parameters.",
@@ -164,7 +165,7 @@ def create_app(
     )
     install_error_handlers(app)
     install_openapi_errors(app)
-    app.add_middleware(callbacks.CallbackShortcut)  # inside the body limit, outside everything else
+    # The callbacks that CallbackApp serves itself apply the same limit and timing.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(callbacks.CallbackTiming)  # outermost: the whole answer
     for router in routers(callbacks=callbacks.router):
