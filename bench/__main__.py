@@ -316,7 +316,8 @@ def section_auth(run: Running, args: argparse.Namespace, figures: Figures) -> No
 
 
 def section_scale_out(run: Running, args: argparse.Namespace, figures: Figures) -> None:
-    """1 vs 2 workers and the rebalance pauses, on a pipeline of its own (bench/scale_out.py)."""
+    """1 vs 2 workers, 1 vs 2 API processes and the rebalance pauses, on pipelines of their own
+    (bench/scale_out.py)."""
     from bench.scale_out import add_figures, bench_scale_out
 
     add_figures(bench_scale_out(args.callbacks), figures, args.callbacks)

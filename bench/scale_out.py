@@ -1,7 +1,10 @@
-"""Scale-out: the Sigfox flood's points stored per second with 1 and then 2 workers, and the
-pause in storing while a worker joins the consumer group and while one leaves it.
+"""Scale-out: the Sigfox flood's points stored per second with 1 and then 2 workers, then with
+2 API processes, and the pause in storing while a worker joins the consumer group and while
+one leaves it.
 
-Runs on a pipeline of its own (embedded servers, one API process, one worker, 4 partitions).
+Runs on a pipeline of its own (embedded servers, one API process, one worker, 4 partitions),
+then the flood once more on a second one with 2 API processes on one listening socket, as
+``hivepipe up`` runs the API by default (``HIVEPIPE_API_PROCESSES``), and its CPU per callback.
 The second worker is a ``hivepipe worker`` with its own name in the group (static membership,
 as ``hivepipe up`` names its workers); the third, which joins and leaves under a steady load,
 is a dynamic member (a bare ``hivepipe worker``), so its leaving is a LeaveGroup, not a
@@ -23,6 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from bench.callbacks import Figures, drive_callbacks
+from bench.cpu import describe, measured
 from bench.env import Running, running_pipeline
 from services.entrypoints.roles import spawn_role, stop_process
 from services.platform.events import TOPIC_READINGS
@@ -119,10 +123,16 @@ async def churn(run: Running, rate: float, seq_base: int) -> dict[str, float]:
     }
 
 
-def bench_scale_out(callbacks: int) -> dict[str, float]:
+def warm(run: Running) -> None:
+    """The devices registered and the pipeline warm (not measured), as before the main flood."""
+    asyncio.run(drive_callbacks(run, 1_000, figures=Figures(), rate=500.0, seq_base=10_000))
+
+
+def bench_scale_out(callbacks: int) -> dict[str, Any]:
     """The figures of this section (see the module's docstring)."""
     with running_pipeline(partitions=4) as run:
-        one = asyncio.run(drive_callbacks(run, callbacks, figures=Figures()))
+        warm(run)
+        one = asyncio.run(drive_callbacks(run, callbacks, figures=Figures(), register=False))
         second = add_worker(run, "bench-worker-2")
         try:
             asyncio.run(wait_joined(run, second))
@@ -139,16 +149,29 @@ def bench_scale_out(callbacks: int) -> dict[str, float]:
             pauses = asyncio.run(churn(run, 200.0, 2 * (callbacks // 1000) + 2))
         finally:
             stop_process(second)
+    with running_pipeline(partitions=4, api_processes=2) as run:
+        warm(run)
+        apis: dict[str, float] = {}
+
+        def flood() -> None:
+            apis.update(
+                asyncio.run(drive_callbacks(run, callbacks, figures=Figures(), register=False))
+            )
+
+        cpu = measured(run.pids(), callbacks, flood)
     return {
         "one_points": one["points_rate"],
         "one_accepted": one["accept_rate"],
         "two_points": two["points_rate"],
         "two_accepted": two["accept_rate"],
+        "apis_points": apis["points_rate"],
+        "apis_accepted": apis["accept_rate"],
+        "apis_cpu": cpu,
         **pauses,
     }
 
 
-def add_figures(result: dict[str, float], figures: Figures, callbacks: int) -> None:
+def add_figures(result: dict[str, Any], figures: Figures, callbacks: int) -> None:
     figures.add(
         f"Sigfox flood ({callbacks:,} callbacks, 4 points each): points stored, 1 worker",
         f"{result['one_points']:,.0f} /s",
@@ -159,6 +182,13 @@ def add_figures(result: dict[str, float], figures: Figures, callbacks: int) -> N
         f"{result['two_points']:,.0f} /s",
         f"{result['two_points'] / result['one_points']:.2f} × 1 worker; "
         f"callbacks accepted {result['two_accepted']:,.0f}/s",
+    )
+    figures.add(
+        "the same flood, 2 API processes (as `hivepipe up` runs them), 1 worker",
+        f"{result['apis_points']:,.0f} /s",
+        f"{result['apis_points'] / result['one_points']:.2f} × 1 API process; "
+        f"callbacks accepted {result['apis_accepted']:,.0f}/s; "
+        f"CPU per callback {describe(result['apis_cpu'])}",
     )
     figures.add(
         "a worker joins under 200 callbacks/s: longest time without a stored uplink",
