@@ -30,6 +30,7 @@ from services.platform import (
     TOPIC_DEAD_LETTER,
     TOPIC_DEVICE_EVENTS,
     TOPIC_UPLINKS,
+    Coalescing,
     DeviceEvent,
     IPNetwork,
     KafkaPublisher,
@@ -159,16 +160,19 @@ async def pipeline_errors(source: str) -> AsyncIterator[None]:
 
 
 def ingest_publisher(ctx: ApiContext) -> Publisher:
-    """The context's publisher, re-creating the topics after a Kafka outage (one per app)."""
+    """The context's publisher, re-creating the topics after a Kafka outage (one per app); what
+    the callbacks of a claim group publish as they resume together goes to it as one call
+    (:class:`services.platform.Coalescing`)."""
     publisher = ctx.ingest_publisher
     if publisher is None:
         real = isinstance(ctx.publisher, KafkaPublisher)
-        publisher = TopicRepair(
+        repair = TopicRepair(
             ctx.publisher,
             bootstrap=ctx.settings.kafka if real else None,
             topics=[ctx.settings.topic(t) for t in ALL_TOPICS],
             partitions=ctx.settings.partitions,
         )
+        publisher = Coalescing(repair)
         ctx.ingest_publisher = publisher
     return publisher
 

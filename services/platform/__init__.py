@@ -4,6 +4,7 @@ pool and migrations, the TimescaleDB layer, the transactional outbox, the Kafka 
 
 from services.platform import kafka_offsets, metrics, outbox, runtime, timescale_aggregates
 from services.platform.arrivals import ArrivalRate
+from services.platform.coalesce import Coalescing
 from services.platform.db import (
     REQUEST_TIMEOUT,
     connection_kwargs,
@@ -38,6 +39,7 @@ __all__ = [
     "ALL_TOPICS",
     "ArrivalRate",
     "BrokerAddress",
+    "Coalescing",
     "DataPoint",
     "DeviceEvent",
     "IPNetwork",
