@@ -1,6 +1,8 @@
 """How long a network waits for its callback's answer: ``hivepipe_callback_seconds{network}``,
-from the request's arrival at the API to the last byte of the answer (the body limit, the
-shortcut or FastAPI's routing, the dedup claim, Kafka's acknowledgement: all of it)."""
+from the request's arrival at the API to the last byte of the answer (the body limit,
+FastAPI's routing, the dedup claim, Kafka's acknowledgement: all of it). This middleware times
+the callbacks that go through FastAPI's stack (ChirpStack's, and any request to a callback path
+but the shortcut's ``POST``); :class:`ingest.http.shortcut.CallbackApp` times its own alike."""
 
 from __future__ import annotations
 

@@ -30,10 +30,6 @@ class Coalescing:
         self._pending: list[tuple[Batches, asyncio.Future[None]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    @property
-    def inner(self) -> Publisher:
-        return self._inner
-
     async def publish(self, topic: str, messages: Sequence[Message]) -> None:
         await self.publish_many([(topic, messages)])
 
