@@ -1,7 +1,12 @@
-from api.body_limit import BodyLimitMiddleware, BodyTooLarge, content_length, refuse_too_large
+from api.body_limit import BodyLimitMiddleware, BodyTooLarge
 from api.context import ApiContext
 from api.deps import ContextDep
-from api.errors import ApiError, api_error_response, install_error_handlers
+from api.errors import (
+    ApiError,
+    api_error_response,
+    install_error_handlers,
+    internal_error_response,
+)
 from api.lifespan import start_api_services
 from api.openapi import install_openapi_errors
 from api.responses import OrjsonResponse
@@ -17,10 +22,9 @@ __all__ = [
     "OrjsonResponse",
     "OrjsonRoute",
     "api_error_response",
-    "content_length",
     "install_error_handlers",
     "install_openapi_errors",
-    "refuse_too_large",
+    "internal_error_response",
     "routers",
     "start_api_services",
 ]

@@ -71,9 +71,9 @@ class BodyLimitMiddleware:
             # request): nothing to count.
             await self.app(scope, receive, send)
             return
-        await self.counted(scope, receive, send, limit)
+        await self._counted(scope, receive, send, limit)
 
-    async def counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """The app on a body without a (valid) Content-Length, counted as it streams in."""
         received = 0
         started = too_large = False

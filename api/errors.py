@@ -66,6 +66,12 @@ def error_response(
     return OrjsonResponse({"error": body}, status_code=status, headers=headers)
 
 
+def internal_error_response() -> OrjsonResponse:
+    """The 500 of an unexpected error, logged with its traceback: call it while handling it."""
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "An internal error occurred.")
+
+
 def api_error_response(exc: ApiError) -> OrjsonResponse:
     """The contract's body for an :class:`ApiError`."""
     return error_response(
@@ -121,5 +127,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> OrjsonResponse:
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "An internal error occurred.")
+        return internal_error_response()

@@ -21,7 +21,6 @@ per request and resumed at each of its awaits. What it keeps, in one place:
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,14 +36,11 @@ from api import (
     BodyLimitMiddleware,
     BodyTooLarge,
     api_error_response,
-    content_length,
-    refuse_too_large,
+    internal_error_response,
 )
 from ingest.http.lorawan import ttn_callback
 from ingest.http.sigfox import sigfox_callback
 from services.platform import metrics
-
-log = logging.getLogger(__name__)
 
 Handler = Callable[[Request, ApiContext], Awaitable[Any]]
 
@@ -75,10 +71,8 @@ class CallbackApp(FastAPI):
 
     def __init__(self, *, max_body_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.max_body_bytes = max_body_bytes
-        # A body without Content-Length (chunked) is counted as it streams in, as the body
-        # limit does for every other route.
-        self._counting = BodyLimitMiddleware(self._answer, limit=max_body_bytes, larger={})
+        # The body limit of every other route, around the callback's answer alone.
+        self._limited = BodyLimitMiddleware(self._answer, limit=max_body_bytes, larger={})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -92,14 +86,7 @@ class CallbackApp(FastAPI):
         """Answer a callback of ``route``, timed to the answer's last byte."""
         started = time.perf_counter()
         scope["app"] = self  # as FastAPI does: ``request.app``
-        limit = self.max_body_bytes
-        length = content_length(scope)
-        if length is None:
-            await self._counting.counted(scope, receive, send, limit)
-        elif length > limit:
-            await refuse_too_large(scope, receive, send, limit)
-        else:  # the server delivers exactly Content-Length bytes: nothing to count
-            await self._answer(scope, receive, send)
+        await self._limited(scope, receive, send)
         route.seconds.observe(time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -111,9 +98,7 @@ class CallbackApp(FastAPI):
         except BodyTooLarge:
             raise  # a streamed body over the limit: the body limit answers 413
         except Exception:
-            # What the app's handler of unexpected errors answers (api.errors). The
-            # connection stays open: the answer is complete.
-            log.exception("unhandled error")
-            unexpected = ApiError(500, "internal_error", "An internal error occurred.")
-            response = api_error_response(unexpected)
+            # What the app's handler of unexpected errors answers. The connection stays
+            # open: the answer is complete.
+            response = internal_error_response()
         await response(scope, receive, send)

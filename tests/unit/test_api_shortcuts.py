@@ -121,7 +121,7 @@ async def test_an_unexpected_error_is_a_logged_500(
     async def broken(request: Request, ctx: Any) -> Response:
         raise RuntimeError("a bug")
 
-    with caplog.at_level(logging.ERROR, logger="ingest.http.shortcut"):
+    with caplog.at_level(logging.ERROR, logger="api.errors"):
         async with client(app_with(monkeypatch, broken)) as http:
             answer = await http.post(PATH, content=b"{}")
     assert answer.status_code == 500
