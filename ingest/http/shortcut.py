@@ -7,13 +7,13 @@ would call (``ingest.http.sigfox``, ``ingest.http.lorawan``), with the same cont
 same answers. The routes stay declared, so the OpenAPI document is unchanged.
 
 What the shortcut skips: Starlette's error and exception middlewares, FastAPI's telemetry
-wrapper, the middlewares of the other routes (body limit, callback timing) as separate
-layers, matching the path against every route, dependency resolution, the exit stack, the
-rate-limit header wrapper (callbacks are not rate limited). Each layer is a coroutine entered
-per request and resumed at each of its awaits. What it keeps, in one place:
+wrapper, the timing middleware, matching the path against every route, dependency
+resolution, the exit stack, the rate-limit header wrapper (callbacks are not rate limited).
+Each layer is a coroutine entered per request and resumed at each of its awaits. What it
+keeps:
 
 - the body limit (``HIVEPIPE_MAX_BODY_BYTES``: 413, by Content-Length, or counted as a body
-  without one streams in);
+  without one streams in), by the same middleware as every other route, around the answer;
 - ``hivepipe_callback_seconds{network}``, the time to the answer's last byte;
 - the contract's error bodies, and for an unexpected exception the 500 ``internal_error`` of
   the app's handler, logged with its traceback.
