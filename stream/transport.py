@@ -11,6 +11,11 @@ records to the streams without three tasks per record.
   suspension still stops the delivery at the record it reached, and the records not delivered
   are fetched again after the rebalance, from the committed offsets, as before.
 
+- The embedded broker (tansu) can answer a fetch with a partition's later records before an
+  earlier batch it has acknowledged is visible (:mod:`services.platform.offset_holes`). The
+  consumer here reads a partition again from the start of a hole in its offsets, after a
+  short pause, until the hole is filled or has lasted ``HOLE_PATIENCE``.
+
 Everything else is Faust's own. ``tests/unit/test_stream_batching.py`` pins the Faust loop
 this one mirrors, so an upgrade that changes it is read before it lands.
 """
@@ -25,6 +30,8 @@ from typing import Any, cast
 import aiokafka
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from services.platform.offset_holes import HOLE_PAUSE, HoleGuard
 
 #: Faust's own logger for these subclasses (else mode names one after this module): their
 #: start-up chatter is Faust's, quiet below the debug level (stream.app.Worker).
@@ -48,6 +55,18 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     logger = _FAUST_LOGGER
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.holes = HoleGuard()
+
+    async def _read_again(self, tp: Any, offset: int) -> None:
+        """Seek ``tp`` back to ``offset`` (on the consumer's thread), after a short pause. The
+        read offset is then the last delivered, ``offset - 1``, as after a delivery: Faust
+        counts a gap that stays from there (its commits skip a gap only once told of it)."""
+        await asyncio.sleep(HOLE_PAUSE)
+        await self._thread.seek_wait({tp: offset})
+        self._read_offset[tp] = offset - 1
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -58,6 +77,8 @@ class _Consumer(faust_aiokafka.Consumer):
         set_read_offset = self._read_offset.__setitem__
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
+        holes = self.holes
+        read_again: set[Any] = set()  # partitions sought back: the batch's rest comes again
         since_yield = 0
         item: tuple[Any, Any] | None = first
         while item is not None:
@@ -68,7 +89,12 @@ class _Consumer(faust_aiokafka.Consumer):
                 since_yield = 0
             offset = message.offset
             r_offset = get_read_offset(tp)
-            if r_offset is None or offset >= r_offset:
+            if tp in read_again:
+                pass
+            elif (again := holes.check(tp, offset, r_offset)) is not None:
+                read_again.add(tp)
+                await self._read_again(tp, again)
+            elif r_offset is None or offset >= r_offset:
                 gap = offset - (r_offset or 0)
                 if gap > 1 and r_offset and acks_enabled_for(message.topic):
                     await self._add_gap(tp, r_offset + 1, offset)
@@ -77,6 +103,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     await self.commit()
                 await callback(message)
                 set_read_offset(tp, offset)
+                holes.delivered(tp, offset)
             item = await anext(rest, None)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop

@@ -3,7 +3,9 @@
 For the embedded broker too (tansu), which common Kafka command-line tools do not talk to
 (kcat 1.7 fails on its API version answer). The broker is ``HIVEPIPE_KAFKA``, else the running
 installation's (``{HIVEPIPE_DATA_DIR}/urls.json``, written by ``hivepipe up``). Messages are read
-from the beginning of the topic: tansu's end offsets cannot be trusted for "only new ones".
+from the beginning of the topic: tansu's end offsets cannot be trusted for "only new ones". A
+hole in a partition's offsets is read again (tansu can make a batch visible late:
+:mod:`services.platform.offset_holes`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import typer
 
 from services.entrypoints.installation import URLS_FILE, installation_url
 from services.platform import Settings
+from services.platform.offset_holes import HOLE_PAUSE, HoleGuard
 
 topics_app = typer.Typer(help="The Kafka topics (docs/topics.md).", no_args_is_help=True)
 
@@ -47,14 +50,23 @@ async def tail(
     )
     await consumer.start()
     seen, last = 0, time.monotonic()
+    holes = HoleGuard()
+    emitted: dict[object, int] = {}  # the last offset emitted, per partition
     try:
         while count is None or seen < count:
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
-            for records in batches.values():
+            for tp, records in batches.items():
                 for record in records:
+                    again = holes.check(tp, record.offset, emitted.get(tp))
+                    if again is not None:
+                        await asyncio.sleep(HOLE_PAUSE)
+                        consumer.seek(tp, again)
+                        break
                     key = record.key.decode("utf-8", "replace") if record.key else ""
                     value = record.value.decode("utf-8", "replace") if record.value else ""
                     emit(f"{key}\t{value}")
+                    holes.delivered(tp, record.offset)
+                    emitted[tp] = record.offset
                     seen, last = seen + 1, time.monotonic()
                     if count is not None and seen >= count:
                         return seen
