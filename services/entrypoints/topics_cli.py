@@ -19,7 +19,6 @@ import typer
 
 from services.entrypoints.installation import URLS_FILE, installation_url
 from services.platform import Settings
-from services.platform.offset_holes import HOLE_PAUSE, HoleGuard
 
 topics_app = typer.Typer(help="The Kafka topics (docs/topics.md).", no_args_is_help=True)
 
@@ -40,6 +39,8 @@ async def tail(
     """Emit ``key<TAB>value`` per message from the topic's beginning; stop after ``count``
     messages, or after ``idle`` seconds without one (None: never). Returns how many."""
     from aiokafka import AIOKafkaConsumer
+
+    from services.platform.offset_holes import HOLE_PAUSE, HoleGuard
 
     consumer = AIOKafkaConsumer(
         topic,

@@ -39,6 +39,8 @@ HOLES = Counter(
     "visible late, read again) or kept (still there after the patience: a real gap)",
     ["outcome"],
 )
+for _outcome in ("filled", "kept"):  # exported at 0 from the start, not absent
+    HOLES.labels(_outcome)
 
 
 class HoleGuard:

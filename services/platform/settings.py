@@ -175,8 +175,8 @@ class Settings(BaseSettings):
     #: Seconds after which a journaled uplink not yet stored is published again (at a worker's
     #: start: ``journal_replay_at_start``, for a broker that came back empty).
     journal_replay_after: float = Field(default=60.0, gt=0)
-    #: At a worker's start, journaled uplinks accepted before the process started and older
-    #: than this (s) are replayed.
+    #: At a worker's start (a replay interval after it joined its group), journaled uplinks
+    #: accepted before it joined and older than this (s) are replayed.
     journal_replay_at_start: float = Field(default=0.0, ge=0)
     #: How often a worker looks for journaled uplinks to replay (s).
     journal_replay_interval: float = Field(default=5.0, gt=0)
