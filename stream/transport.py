@@ -31,7 +31,7 @@ import aiokafka
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from services.platform.offset_holes import HOLE_PAUSE, HoleGuard
+from services.platform import HOLE_PAUSE, HoleGuard
 
 #: Faust's own logger for these subclasses (else mode names one after this module): their
 #: start-up chatter is Faust's, quiet below the debug level (stream.app.Worker).

@@ -40,7 +40,7 @@ async def tail(
     messages, or after ``idle`` seconds without one (None: never). Returns how many."""
     from aiokafka import AIOKafkaConsumer
 
-    from services.platform.offset_holes import HOLE_PAUSE, HoleGuard
+    from services.platform import HOLE_PAUSE, HoleGuard
 
     consumer = AIOKafkaConsumer(
         topic,

@@ -28,6 +28,7 @@ from services.platform.events import (
 )
 from services.platform.kafka import KafkaPublisher, Message, Publisher, PublishFailed, ensure_topics
 from services.platform.mqtt_address import BrokerAddress, parse_mqtt_url
+from services.platform.offset_holes import HOLE_PAUSE, HoleGuard
 from services.platform.outbox import OutboxRelay
 from services.platform.runtime import lower_priority, niced
 from services.platform.settings import IPNetwork, Settings
@@ -42,6 +43,8 @@ __all__ = [
     "Coalescing",
     "DataPoint",
     "DeviceEvent",
+    "HOLE_PAUSE",
+    "HoleGuard",
     "IPNetwork",
     "KafkaPublisher",
     "Message",

@@ -39,8 +39,6 @@ HOLES = Counter(
     "visible late, read again) or kept (still there after the patience: a real gap)",
     ["outcome"],
 )
-for _outcome in ("filled", "kept"):  # exported at 0 from the start, not absent
-    HOLES.labels(_outcome)
 
 
 class HoleGuard:
@@ -59,6 +57,8 @@ class HoleGuard:
     ) -> None:
         self._patience = patience
         self._clock = clock
+        for outcome in ("filled", "kept"):  # a consumer exports both at 0 from its start
+            HOLES.labels(outcome)
         self._last: dict[Any, int] = {}
         #: tp → (the hole's first offset, when it was first seen)
         self._holes: dict[Any, tuple[int, float]] = {}

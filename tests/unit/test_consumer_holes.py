@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from services.platform.offset_holes import HoleGuard
+from services.platform import HoleGuard
 from stream.transport import _Consumer
 
 TP = ("uplinks", 0)
