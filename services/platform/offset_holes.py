@@ -6,8 +6,9 @@ visible. With several producers writing to one partition at once (two API proces
 adapter, the intake journal's replay), a reader tailing the partition saw offsets 3761 then
 3764, and a reader started later saw 3762 and 3763 in their place; read again 5 ms later, they
 were there. A consumer that moves on has skipped them for good. In the worker that was an
-accepted uplink stored only when the intake journal replayed it a minute later, and a reading
-that never reached its webhooks (``make chaos``, issue #16's session 19 note).
+accepted uplink stored only when the intake journal replayed it a minute later (``make
+chaos``, issue #16's session 19 note); a reading skipped on ``webhook-readings``, which no
+journal covers, would not have reached its webhooks at all.
 
 :class:`HoleGuard` tells a consumer when to read a partition again: a record whose offset is
 past the next one expected, after a record it delivered, starts a hole; the partition is read
