@@ -9,12 +9,31 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.tables import TableManager
 
 from services.platform import Settings
 from stream.resources import Resources
 from stream.transport import Transport
 
 log = logging.getLogger(__name__)
+
+
+class Tables(TableManager):
+    """Faust's table manager without its start's 1 s wait when the app has no tables.
+
+    Faust's ``TableManager.on_start`` sleeps 1 s so that agents starting meanwhile can declare
+    their tables, and the consumer subscribes only after it: a second of every worker's start,
+    a restart after a crash included (its recovery was 12.3 s, measured). hivepipe's worker
+    declares no table (no authoritative state in Faust), so when none is registered it starts
+    at once; with tables it is Faust's own start.
+    """
+
+    async def on_start(self) -> None:
+        if len(self):
+            await super().on_start()
+            return
+        await self._update_channels()
+        await self.recovery.start()
 
 
 class HivepipeApp(faust.App):

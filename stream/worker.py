@@ -8,7 +8,7 @@ from typing import Any
 
 from services.platform import Settings, runtime
 from stream import deliveries, journal_replay, lag, orbit_acks, uplinks
-from stream.app import HivepipeApp, ready_file
+from stream.app import HivepipeApp, Tables, ready_file
 from stream.monitor import LeanMonitor
 from stream.resources import Resources
 
@@ -44,6 +44,8 @@ def create_app(settings: Settings) -> HivepipeApp:
         "table_standby_replicas": 0,
         # Faust's statistics for its (disabled) web views, without their per-event cost.
         "Monitor": LeanMonitor,
+        # No tables: the worker subscribes without Faust's 1 s wait for them.
+        "TableManager": Tables,
     }
     if settings.worker_instance:
         # Static membership: a worker started again under the same name takes its partitions

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import orjson
+import pytest
 
 from services.platform.events import UplinkEnvelope, dumps
 from services.platform.settings import Settings
@@ -57,3 +59,33 @@ def test_the_lean_monitor_keeps_only_what_faust_reads() -> None:
     assert monitor.events_total == 0
     assert monitor.messages_received_total == 0
     assert not monitor.events_runtime
+
+
+def test_a_worker_without_tables_starts_its_tables_without_fausts_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust's table manager sleeps 1 s at its start before the consumer may subscribe; the
+    worker declares no table, so its manager starts at once (and still starts the recovery,
+    which seeks each assigned partition to its committed offset)."""
+    from stream.app import Tables
+
+    settings = Settings(embedded=True, database_url="-", kafka="127.0.0.1:9", data_dir=tmp_path)
+    tables = create_app(settings).tables
+    assert isinstance(tables, Tables)
+    assert len(tables) == 0
+    calls: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        calls.append(f"sleep {seconds}")
+
+    async def update_channels() -> None:
+        calls.append("channels")
+
+    async def recovery_start() -> None:
+        calls.append("recovery")
+
+    monkeypatch.setattr(tables, "sleep", sleep)
+    monkeypatch.setattr(tables, "_update_channels", update_channels)
+    monkeypatch.setattr(tables.recovery, "start", recovery_start)
+    asyncio.run(tables.on_start())
+    assert calls == ["channels", "recovery"]
