@@ -31,9 +31,9 @@ class Tables(TableManager):
     async def on_start(self) -> None:
         if len(self):
             await super().on_start()
-            return
-        await self._update_channels()
-        await self.recovery.start()
+        elif not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class HivepipeApp(faust.App):
