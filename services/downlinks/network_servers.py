@@ -97,8 +97,22 @@ def _answer(response: httpx.Response) -> Answer:
 class _HttpNetworkServer:
     name = "?"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+    def __init__(
+        self,
+        *,
+        url: str,
+        headers: dict[str, str],
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        import httpx
+
+        self._client = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            headers={**headers, "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
 
     async def _call(self, method: str, url: str, *, json: Any = None) -> Answer:
         import httpx
@@ -131,15 +145,11 @@ class TtsNetworkServer(_HttpNetworkServer):
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        import httpx
-
         super().__init__(
-            httpx.AsyncClient(
-                base_url=url.rstrip("/"),
-                headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
-                timeout=timeout,
-                transport=transport,
-            )
+            url=url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
         )
         self._base = (
             f"/api/v3/as/applications/{quote(application_id, safe='')}"
@@ -184,18 +194,11 @@ class ChirpStackNetworkServer(_HttpNetworkServer):
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        import httpx
-
         super().__init__(
-            httpx.AsyncClient(
-                base_url=url.rstrip("/"),
-                headers={
-                    "Grpc-Metadata-Authorization": f"Bearer {api_key}",
-                    "Accept": "application/json",
-                },
-                timeout=timeout,
-                transport=transport,
-            )
+            url=url,
+            headers={"Grpc-Metadata-Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
         )
 
     @staticmethod
