@@ -52,13 +52,12 @@ async def tail(
     await consumer.start()
     seen, last = 0, time.monotonic()
     holes = HoleGuard()
-    emitted: dict[object, int] = {}  # the last offset emitted, per partition
     try:
         while count is None or seen < count:
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
             for tp, records in batches.items():
                 for record in records:
-                    again = holes.check(tp, record.offset, emitted.get(tp))
+                    again = holes.check(tp, record.offset, holes.last(tp))
                     if again is not None:
                         await asyncio.sleep(HOLE_PAUSE)
                         consumer.seek(tp, again)
@@ -67,7 +66,6 @@ async def tail(
                     value = record.value.decode("utf-8", "replace") if record.value else ""
                     emit(f"{key}\t{value}")
                     holes.delivered(tp, record.offset)
-                    emitted[tp] = record.offset
                     seen, last = seen + 1, time.monotonic()
                     if count is not None and seen >= count:
                         return seen

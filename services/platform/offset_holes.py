@@ -92,3 +92,7 @@ class HoleGuard:
 
     def delivered(self, tp: Any, offset: int) -> None:
         self._last[tp] = offset
+
+    def last(self, tp: Any) -> int | None:
+        """The last offset of ``tp`` told :meth:`delivered` (a plain consumer's read offset)."""
+        return self._last.get(tp)

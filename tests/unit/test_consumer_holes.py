@@ -39,6 +39,8 @@ def test_records_in_order_are_delivered() -> None:
     for offset in range(5):
         assert guard.check(TP, offset, offset - 1 if offset else None) is None
         guard.delivered(TP, offset)
+    assert guard.last(TP) == 4
+    assert guard.last(("uplinks", 1)) is None
 
 
 def test_a_hole_is_read_again_from_its_start_until_filled() -> None:
