@@ -46,6 +46,9 @@ class HivepipeApp(faust.App):
     #: The consumer's fetch wait (ms), read by :mod:`stream.transport`; the setting's default
     #: until :func:`stream.worker.create_app` sets the configured one.
     fetch_max_wait_ms: int = Settings.model_fields["fetch_max_wait_ms"].default
+    #: When this worker first had its partitions (``time.time()``), set by
+    #: :func:`stream.worker.create_app`'s rebalance handler; None until then.
+    joined_at: float | None = None
 
     #: ``conf.Event``, read once: Faust read it from its settings for every record (a settings
     #: lookup costs a ``__getattribute__`` in Python, about 1.5 % of a worker's CPU).

@@ -43,12 +43,6 @@ def register(app: HivepipeApp, settings: Settings) -> None:
     """Register the replay timer on ``app``."""
     started: list[bool] = []
     process_started = time.time()
-    joined: list[float] = []
-
-    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
-    async def _joined(sender: object, **_: object) -> None:
-        if not joined:
-            joined.append(time.time())
 
     @app.timer(interval=settings.journal_replay_interval)  # type: ignore[untyped-decorator]
     async def journal_replay() -> None:
@@ -57,7 +51,7 @@ def register(app: HivepipeApp, settings: Settings) -> None:
                 settings.journal_replay_at_start,
                 now=time.time(),
                 process_started=process_started,
-                joined=joined[0] if joined else None,
+                joined=app.joined_at,
             )
         else:
             older_than = settings.journal_replay_after

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from services.platform import Settings, runtime
@@ -55,20 +56,20 @@ def create_app(settings: Settings) -> HivepipeApp:
     app.resources = Resources(settings)
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     ready = ready_file(settings)
-    settled: list[bool] = []
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _ready(sender: Any, **_: Any) -> None:
         # Tells `hivepipe up` and the tests that this worker has its partitions.
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.touch()
+        first = app.joined_at is None
         log.info(
             "%s: %d partitions assigned",
-            "joined the consumer group" if not settled else "rebalanced",
+            "joined the consumer group" if first else "rebalanced",
             len(app.consumer.assignment()),
         )
-        if not settled:  # started: what exists now lives as long as the process
-            settled.append(True)
+        if first:  # started: what exists now lives as long as the process
+            app.joined_at = time.time()
             runtime.settle_heap()
 
     uplinks.register(app, settings)
