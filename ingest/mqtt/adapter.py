@@ -37,13 +37,16 @@ from services.platform import (
     ALL_TOPICS,
     TOPIC_DEAD_LETTER,
     TOPIC_UPLINKS,
+    BrokerSaves,
     KafkaPublisher,
     Message,
     Publisher,
     PublishFailed,
+    SaveSoon,
     Settings,
     TopicRepair,
     UplinkEnvelope,
+    Waker,
     connection_kwargs,
     metrics,
     parse_mqtt_url,
@@ -98,7 +101,26 @@ class MqttIngest:
         self.address = parse_mqtt_url(settings.mqtt_url)
         self.client_id = client_id or default_client_id(settings)
         self.stats = MqttStats()
-        self._bridge = PahoBridge(settings, self.address, self.client_id, share=share)
+        #: Saves of the embedded Mosquitto's store asked for once messages have come in
+        #: (``HIVEPIPE_EMBEDDED_MQTT_SAVE=on-receipt``); None with another broker.
+        self._saves: SaveSoon | None = None
+        self._waker: Waker | None = None
+        if settings.embedded_mqtt_pid_file is not None and settings.embedded_mqtt_save == (
+            "on-receipt"
+        ):
+            self._waker = Waker(settings.mqtt_url)
+            self._saves = SaveSoon(
+                BrokerSaves(settings.embedded_mqtt_pid_file),
+                settings.embedded_mqtt_save_delay_ms / 1000,
+                wake=self._waker.ping,
+            )
+        self._bridge = PahoBridge(
+            settings,
+            self.address,
+            self.client_id,
+            share=share,
+            on_receipt=self._saves.request if self._saves is not None else None,
+        )
         self._max_batch = max_batch or settings.batch_size
         self._given_publisher = publisher
         self._publisher: Publisher | None = None
@@ -176,6 +198,10 @@ class MqttIngest:
             except (TimeoutError, asyncio.CancelledError):
                 log.warning("MQTT ingest stopped, %d messages unacknowledged", self._bridge.pending)
         await self._bridge.disconnect()
+        if self._saves is not None:
+            self._saves.close()
+        if self._waker is not None:
+            self._waker.close()
         if self._own_kafka is not None:
             await self._own_kafka.stop()
         if self._pool is not None and self._own_pool:

@@ -69,9 +69,18 @@ class PahoBridge:
     """
 
     def __init__(
-        self, settings: Settings, address: BrokerAddress, client_id: str, *, share: bool
+        self,
+        settings: Settings,
+        address: BrokerAddress,
+        client_id: str,
+        *,
+        share: bool,
+        on_receipt: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: Called for each message received (on the loop), acknowledged or not: the broker
+        #: holds it until its PUBACK (services/platform/broker_saves.py).
+        self._on_receipt = on_receipt
         self.address = address
         self.client_id = client_id
         self.capabilities: BrokerCapabilities | None = None
@@ -393,6 +402,8 @@ class PahoBridge:
             log.warning("MQTT disconnected (%s); reconnecting", reason)
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if self._on_receipt is not None:
+            self._on_receipt()
         if not self._accepting:
             return  # not acknowledged: delivered again to this session after the restart
         try:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.platform import write_pid_file
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
@@ -262,13 +264,19 @@ def _wait_postgres_ready(pgdata: Path, proc: subprocess.Popen[bytes], *, timeout
     raise TimeoutError(f"PostgreSQL not ready after {timeout:.0f}s (see its log)")
 
 
-def start_mqtt(data_dir: Path, port: int | None = None, *, save: str = "every-change") -> Server:
+def mosquitto_pid_file(data_dir: Path) -> Path:
+    """Where :func:`start_mqtt` records the embedded Mosquitto's pid (for its saves on request,
+    services/platform/broker_saves.py)."""
+    return data_dir / "mosquitto.pid"
+
+
+def start_mqtt(data_dir: Path, port: int | None = None, *, save: str = "on-receipt") -> Server:
     """Start Mosquitto (when on PATH) or an amqtt broker on 127.0.0.1.
 
     Mosquitto keeps its persistent sessions (and the QoS 1 messages queued for them: the MQTT
-    ingest's) in ``data_dir/mosquitto/``, saved after every change or once a second (``save``,
-    ``HIVEPIPE_EMBEDDED_MQTT_SAVE``), so they survive its restart; amqtt keeps them in memory
-    only."""
+    ingest's) in ``data_dir/mosquitto/``, saved when asked to, after every change, or once a
+    second (``save``, ``HIVEPIPE_EMBEDDED_MQTT_SAVE``), so they survive its restart; its pid
+    goes to :func:`mosquitto_pid_file`. amqtt keeps them in memory only."""
     port = port or free_port()
     log = _log_file(data_dir, "mqtt")
     mosquitto = shutil.which("mosquitto")
@@ -287,6 +295,10 @@ def start_mqtt(data_dir: Path, port: int | None = None, *, save: str = "every-ch
             start_new_session=True,
         )
     _started(port, proc)
+    if mosquitto:
+        write_pid_file(mosquitto_pid_file(data_dir), proc.pid, conf)
+    else:
+        mosquitto_pid_file(data_dir).unlink(missing_ok=True)
     return Server(
         "mqtt",
         f"mqtt://127.0.0.1:{port}",
@@ -304,10 +316,12 @@ def _mosquitto_conf(data_dir: Path, port: int, save: str) -> str:
         "allow_anonymous true",
         "persistence true",
         f"persistence_location {store}/",
-        # every-second: a save once a whole second has passed since the last (its clock counts
-        # whole seconds). every-change: a save (written, fsync'd, renamed) once a change has
-        # been made, at the next turn of its loop; Mosquitto acknowledges a publish before it
-        # saves, so a kill -9 can still fall between the two (well under a millisecond).
+        # every-second and on-receipt: a save once a whole second has passed since the last
+        # (its clock counts whole seconds); on-receipt: and on SIGUSR1, which the MQTT adapter
+        # and `hivepipe up` send (services/platform/broker_saves.py). every-change: a save
+        # (written, fsync'd, renamed) once a change has been made, at the next turn of its
+        # loop; what it counts as a change is each PUBACK of a subscriber and each message
+        # queued for one that is away, not a message handed to a connected subscriber.
         "autosave_interval 1",
         *(["autosave_on_changes true"] if save == "every-change" else []),
         "max_queued_messages 100000",

@@ -28,6 +28,7 @@ from services.entrypoints import embedded
 from services.entrypoints.bootstrap import callback_token, ensure_admin_key
 from services.entrypoints.broker_watch import BrokerWatch
 from services.entrypoints.installation import previous_port, write_urls
+from services.entrypoints.mqtt_saves import SavesWhileAway
 from services.entrypoints.process_table import ProcessTableFile
 from services.entrypoints.roles import (
     api_answers,
@@ -37,7 +38,15 @@ from services.entrypoints.roles import (
     worker_ready,
 )
 from services.entrypoints.supervised import Supervised
-from services.platform import ALL_TOPICS, Settings, ensure_topics, migrate_for, open_pool
+from services.platform import (
+    ALL_TOPICS,
+    BrokerSaves,
+    Settings,
+    Waker,
+    ensure_topics,
+    migrate_for,
+    open_pool,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +103,9 @@ def start_servers(settings: Settings) -> Installation:
             port = previous_port(data_dir, "mqtt_url")
             servers.append(embedded.start_mqtt(data_dir, port, save=settings.embedded_mqtt_save))
             updates["mqtt_url"] = servers[-1].url
+            pid_file = embedded.mosquitto_pid_file(data_dir)
+            if settings.embedded_mqtt_save == "on-receipt" and pid_file.exists():
+                updates["embedded_mqtt_pid_file"] = pid_file  # the adapters ask it for saves
     except BaseException:
         for server in reversed(servers):
             server.stop()
@@ -127,6 +139,23 @@ async def prepare(settings: Settings) -> str:
 
 #: The ``role`` label of an embedded server's restarts.
 SERVER_ROLES = {"postgres": "postgres", "kafka": "kafka", "mqtt": "mqtt-broker"}
+
+
+def mqtt_saves(
+    settings: Settings, servers: list[Supervised], roles: list[Supervised]
+) -> SavesWhileAway | None:
+    """Saves of the embedded Mosquitto asked for while an MQTT adapter is away (started;
+    ``on-receipt`` only)."""
+    if settings.embedded_mqtt_pid_file is None or settings.embedded_mqtt_save != "on-receipt":
+        return None
+    saves = SavesWhileAway(
+        BrokerSaves(settings.embedded_mqtt_pid_file),
+        [child for child in roles if child.role == "mqtt"],
+        next((child for child in servers if child.role == "mqtt-broker"), None),
+        waker=Waker(settings.mqtt_url) if settings.mqtt_url else None,
+    )
+    saves.start()
+    return saves
 
 
 def supervise_server(server: embedded.Server) -> Supervised:
@@ -192,6 +221,7 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
     install = start_servers(settings)
     servers = [supervise_server(server) for server in install.servers]
     roles: list[Supervised] = []
+    saves: SavesWhileAway | None = None
     listener: socket.socket | None = None
     table = ProcessTableFile(install.settings.data_dir)  # for `hivepipe status`
     try:
@@ -217,6 +247,7 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
         workers = [child for child in roles if child.role == "worker"]
         kafka = next((child for child in servers if child.role == "kafka"), None)
         broker = BrokerWatch(s, kafka, roles) if kafka is not None else None
+        saves = mqtt_saves(s, servers, roles)
         started, announced = time.monotonic(), False
         while not stop["signal"]:
             for child in (*servers, *roles):
@@ -236,6 +267,8 @@ def run(settings: Settings, *, echo: Callable[[str], None] = print) -> int:
             time.sleep(0.2)
         return 0
     finally:
+        if saves is not None:
+            saves.stop()
         if listener is not None:
             listener.close()  # the API processes hold it until they stop
         stop_in_order(roles, servers, drain=2 * install.settings.flush_interval + 1.0)

@@ -4,6 +4,7 @@ pool and migrations, the TimescaleDB layer, the transactional outbox, the Kafka 
 
 from services.platform import kafka_offsets, metrics, outbox, runtime, timescale_aggregates
 from services.platform.arrivals import ArrivalRate
+from services.platform.broker_saves import BrokerSaves, SaveSoon, Waker, write_pid_file
 from services.platform.coalesce import Coalescing
 from services.platform.db import (
     REQUEST_TIMEOUT,
@@ -36,6 +37,10 @@ from services.platform.timescale_aggregates import AGGREGATE_BUCKETS
 from services.platform.topic_repair import TopicRepair
 
 __all__ = [
+    "BrokerSaves",
+    "SaveSoon",
+    "Waker",
+    "write_pid_file",
     "AGGREGATE_BUCKETS",
     "ALL_TOPICS",
     "ArrivalRate",

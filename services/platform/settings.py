@@ -121,15 +121,29 @@ class Settings(BaseSettings):
     #: 500 uplinks/s). 0: never. With Kafka (``kafka``) neither applies.
     embedded_kafka_max_cpu: float = Field(default=0.25, ge=0)
     #: When the embedded Mosquitto (``hivepipe up`` without ``mqtt_url``) writes what it has
-    #: acknowledged to its store. ``every-change``: an fsync'd save after each change, so a
-    #: power cut loses nothing it acknowledged, but for the instant between its PUBACK and that
-    #: save; its CPU per message at 500/s goes from about 0.05 to 0.25 ms, and an MQTT flood is
-    #: accepted about four times slower; each save rewrites the whole store (every persistent
-    #: session), so the disk writes grow with the sessions times the rate. ``every-second``:
-    #: once a second (Mosquitto's own default is half an hour); a power cut then loses what it
-    #: had acknowledged and the MQTT adapter had not journaled yet (the last tens of
-    #: milliseconds). With your own broker, its own settings decide.
-    embedded_mqtt_save: Literal["every-change", "every-second"] = "every-change"
+    #: acknowledged to its store (docs/operations.md, "Mosquitto's persistent sessions").
+    #: ``on-receipt``: when asked to (SIGUSR1), by the MQTT adapter once it has received
+    #: messages (at most every ``embedded_mqtt_save_delay_ms``) and by ``hivepipe up`` every
+    #: 10 ms while an adapter is away, and once a second anyway; a power cut loses what
+    #: Mosquitto acknowledged in the last few milliseconds, at most, that the adapter had not
+    #: journaled yet. ``every-change``: an fsync'd save after each change Mosquitto counts,
+    #: which is each PUBACK of the adapter (about 0.2 ms of its CPU per message at 500/s)
+    #: and each message queued for an adapter that is away, but not a message handed to a
+    #: connected adapter: that one is on disk only once a later change has come.
+    #: ``every-second``: once a second (Mosquitto's own default is half an hour); a power cut
+    #: then loses what it had acknowledged and the adapter had not journaled yet (the last tens
+    #: of milliseconds; up to a second or two when the adapter was away). Each save rewrites
+    #: the whole store (every persistent session). With your own broker, its own settings
+    #: decide.
+    embedded_mqtt_save: Literal["on-receipt", "every-change", "every-second"] = "on-receipt"
+    #: ``on-receipt``: the longest the MQTT adapter waits, after it has asked the embedded
+    #: Mosquitto for a save, before it asks again for the messages received since (ms): the
+    #: window a power cut can hit, against a save (a rewrite and an fsync of the store) per
+    #: this many milliseconds at most.
+    embedded_mqtt_save_delay_ms: int = Field(default=10, ge=1, le=1000)
+    #: Set by ``hivepipe up`` for its roles: the embedded Mosquitto's pid file, which the MQTT
+    #: adapter reads to ask it for saves (``on-receipt``).
+    embedded_mqtt_pid_file: Path | None = None
     #: How long a worker's fetch may wait for records (ms). Kafka answers a fetch as soon as
     #: records have arrived; tansu holds every fetch this long, so on the embedded broker it is
     #: the floor of every hop's latency and the window a worker's batch gathers in: 100 against

@@ -23,6 +23,7 @@ import pytest
 from ingest.mqtt.adapter import MqttIngest
 from ingest.mqtt.probe import probe_broker
 from services.entrypoints import embedded
+from services.platform.broker_saves import SAVE_REQUESTS
 from services.platform.mqtt_address import parse_mqtt_url
 from services.platform.settings import Settings
 from tests.conftest import drop_schema, new_schema
@@ -420,5 +421,49 @@ async def test_the_adapter_reconnects_when_its_broker_restarts(
             found = await messages(cfg, "uplinks", mine(cfg), count=2, timeout=15)
             assert sorted(m["payload_json"]["values"]["t"] for m in found) == [1, 2]
             assert ingest.stats.acked == 2
+    finally:
+        broker.stop()
+
+
+async def test_on_receipt_what_the_adapter_holds_survives_a_kill_of_its_broker(
+    cfg: Settings, tmp_path: Path
+) -> None:
+    """``HIVEPIPE_EMBEDDED_MQTT_SAVE=on-receipt``: the adapter asks the embedded Mosquitto
+    for a save as messages come in (services/platform/broker_saves.py). With its database down
+    it cannot journal them, so it holds them unacknowledged; Mosquitto, killed with -9 and
+    relaunched, delivers them again to the adapter's session, and an adapter with the database
+    back publishes them. (Mosquitto's own save once a second would mostly come too late: the
+    kill follows the messages within about 0.2 s.)"""
+    broker = embedded.start_mqtt(tmp_path, save="on-receipt")
+    try:
+        cfg = cfg.model_copy(update={"mqtt_url": broker.url})
+        down = cfg.model_copy(
+            update={
+                "database_url": "postgresql://127.0.0.1:9/down?connect_timeout=1",
+                "embedded_mqtt_pid_file": embedded.mosquitto_pid_file(tmp_path),
+            }
+        )
+        asked = SAVE_REQUESTS._value.get()
+        holder = MqttIngest(down)
+        await holder.start()
+        try:
+            await holder.wait_subscribed(15)
+            bodies = [orjson.dumps({"values": {"t": n}}) for n in range(5)]
+            await publish(cfg, [(topic(cfg, "sensor-1"), body) for body in bodies])
+            async with asyncio.timeout(10):  # in its batch (journal retried) or queued
+                while holder.stats.received + holder._bridge.pending < 5:
+                    await asyncio.sleep(0.01)
+            assert holder.stats.acked == 0
+            assert SAVE_REQUESTS._value.get() > asked
+            await asyncio.sleep(0.05)
+            os.kill(broker.pid, signal.SIGKILL)
+            await asyncio.to_thread(broker.proc.wait)
+        finally:
+            await holder.stop(drain_timeout=1)
+        assert broker.relaunch is not None
+        broker = await asyncio.to_thread(broker.relaunch)
+        async with running(cfg):
+            found = await messages(cfg, "uplinks", mine(cfg), count=5, timeout=15)
+        assert sorted(m["payload_json"]["values"]["t"] for m in found) == list(range(5))
     finally:
         broker.stop()

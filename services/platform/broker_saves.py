@@ -1,0 +1,220 @@
+"""Asking the embedded Mosquitto to save its store now (SIGUSR1, its documented signal for it).
+
+Mosquitto 2.0 acknowledges a QoS 1 publish to the device first and writes its store later.
+With ``autosave_on_changes`` it saves at the next turn of its loop after a *change*, but a
+message handed at once to a connected subscriber (the MQTT adapter) is no change; the
+subscriber's PUBACK of it is one. It reads one packet per turn, so at 500 messages/s it
+rewrote and fsync'd its whole store 500 times a second, once per PUBACK of the adapter, while
+a message the adapter held unacknowledged (its linger, or a database or Kafka outage) was on
+disk only if some PUBACK happened to come meanwhile (docs/operations.md).
+
+In ``on-receipt`` mode (``HIVEPIPE_EMBEDDED_MQTT_SAVE``, the default) Mosquitto saves once a
+second by itself, and whenever it is asked to:
+
+- by the MQTT adapter, when it has received messages: at once, then at most once per
+  ``HIVEPIPE_EMBEDDED_MQTT_SAVE_DELAY_MS`` (:class:`SaveSoon`);
+- by ``hivepipe up`` while an adapter is away (dead, restarting, reconnecting): what devices
+  publish is then queued for its session (``services/entrypoints/mqtt_saves.py``).
+
+Mosquitto 2.0 blocks its signals while it waits for its sockets (up to 100 ms when idle) and
+saves at the turn of its loop after one came; so each request is followed by a PINGREQ on a
+connection of the requester's own (:class:`Waker`), which ends that wait: the last message of
+a burst is saved within milliseconds too, not up to 100 ms later.
+
+``hivepipe up`` writes the pid file (the pid, then the path of the configuration file Mosquitto
+was started with): a process is signalled only if its command line names that file, so a stale
+file never signals another process that took the pid over. Linux only (``/proc``); elsewhere
+no signal is sent and Mosquitto saves once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import Counter
+
+from services.platform.mqtt_address import parse_mqtt_url
+
+log = logging.getLogger(__name__)
+
+SAVE_REQUESTS = Counter(
+    "hivepipe_mqtt_broker_save_requests_total",
+    "Saves of its store asked of the embedded Mosquitto (SIGUSR1)",
+)
+
+
+def write_pid_file(path: Path, pid: int, conf: Path) -> None:
+    """Record the embedded Mosquitto's pid and the configuration file it was started with (as
+    its command line names it)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(f"{pid}\n{conf}\n")
+    tmp.replace(path)
+
+
+def _started_with(pid: int, conf: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return conf.encode() in cmdline.split(b"\0")
+
+
+class BrokerSaves:
+    """Sends SIGUSR1 to the Mosquitto that ``pid_file`` names (read again once it has gone:
+    ``hivepipe up`` relaunches it under a new pid). Never raises."""
+
+    def __init__(self, pid_file: Path) -> None:
+        self.pid_file = pid_file
+        self._pidfd: int | None = None
+        self._pid: int | None = None
+        self._conf = ""
+        self._refused = False
+
+    def save_now(self) -> bool:
+        """Ask for a save; False when there is no such Mosquitto running (or no permission)."""
+        for _ in range(2):
+            if self._pid is None and not self._find():
+                return False
+            try:
+                if self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGUSR1)
+                else:  # no pidfd: check the command line each time
+                    assert self._pid is not None
+                    if not self._matches(self._pid):
+                        raise ProcessLookupError(self._pid)
+                    os.kill(self._pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                self.close()  # gone (relaunched?): read the pid file again
+                continue
+            except PermissionError as exc:
+                if not self._refused:
+                    self._refused = True
+                    log.warning("cannot ask Mosquitto (pid %s) to save: %s", self._pid, exc)
+                return False
+            SAVE_REQUESTS.inc()
+            return True
+        return False
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+        self._pidfd = self._pid = None
+
+    def _matches(self, pid: int) -> bool:
+        return bool(self._conf) and _started_with(pid, self._conf)
+
+    def _find(self) -> bool:
+        try:
+            pid_text, conf = self.pid_file.read_text().split("\n")[:2]
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return False
+        self._conf = conf
+        if not self._matches(pid):
+            return False
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                fd = pidfd_open(pid)
+            except OSError:
+                return False
+            # The pid could have been taken over between the check and the open: check again,
+            # now that the descriptor holds the process.
+            if not self._matches(pid):
+                os.close(fd)
+                return False
+            self._pidfd = fd
+        self._pid = pid
+        return True
+
+
+class SaveSoon:
+    """The adapter's side: :meth:`request` on receiving messages asks for a save at once if
+    none was asked for within ``delay`` seconds, else once ``delay`` has passed since the last
+    (one pending at most). Call from the event loop."""
+
+    def __init__(
+        self, saves: BrokerSaves, delay: float, *, wake: Callable[[], object] | None = None
+    ) -> None:
+        self.saves = saves
+        self.delay = delay
+        self.wake = wake
+        self._last = -float("inf")
+        self._pending: asyncio.TimerHandle | None = None
+
+    def request(self) -> None:
+        if self._pending is not None:
+            return
+        wait = self._last + self.delay - time.monotonic()
+        if wait <= 0:
+            self._fire()
+        else:
+            self._pending = asyncio.get_running_loop().call_later(wait, self._fire)
+
+    def _fire(self) -> None:
+        self._pending = None
+        self._last = time.monotonic()
+        if self.saves.save_now() and self.wake is not None:
+            self.wake()
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        self.saves.close()
+
+
+class Waker:
+    """A bare MQTT 3.1.1 connection to the broker (clean session, no subscription) that sends
+    a PINGREQ on :meth:`ping`, connecting first if needed; :meth:`close` while not needed."""
+
+    def __init__(self, url: str, *, timeout: float = 0.2) -> None:
+        address = parse_mqtt_url(url)
+        self.host, self.port = address.host, address.port
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+
+    def ping(self) -> bool:
+        try:
+            if self._sock is None:
+                self._sock = self._connect()
+            self._sock.sendall(b"\xc0\x00")  # PINGREQ
+            with contextlib.suppress(BlockingIOError):
+                self._sock.recv(4096, socket.MSG_DONTWAIT)  # the PINGRESPs so far
+        except OSError:
+            self.close()  # relaunched, or not up yet: connect again at the next ping
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.sendall(b"\xe0\x00")  # DISCONNECT
+            self._sock.close()
+            self._sock = None
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        try:
+            client_id = f"hivepipe-saves-{os.getpid()}".encode()
+            body = (
+                b"\x00\x04MQTT\x04\x02\x00\x3c"  # MQTT 3.1.1, clean session, keep-alive 60 s
+                + len(client_id).to_bytes(2, "big")
+                + client_id
+            )
+            sock.sendall(bytes([0x10, len(body)]) + body)
+            connack = sock.recv(4)
+            if connack[:1] != b"\x20" or connack[3:4] != b"\x00":
+                raise ConnectionRefusedError(f"CONNACK {connack!r}")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
