@@ -152,7 +152,7 @@ def mqtt_saves(
         BrokerSaves(settings.embedded_mqtt_pid_file),
         [child for child in roles if child.role == "mqtt"],
         next((child for child in servers if child.role == "mqtt-broker"), None),
-        waker=Waker(settings.mqtt_url) if settings.mqtt_url else None,
+        waker=Waker(settings.mqtt_url, subscribe=True) if settings.mqtt_url else None,
     )
     saves.start()
     return saves

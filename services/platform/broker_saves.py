@@ -13,8 +13,9 @@ second by itself, and whenever it is asked to:
 
 - by the MQTT adapter, when it has received messages: at once, then at most once per
   ``HIVEPIPE_EMBEDDED_MQTT_SAVE_DELAY_MS`` (:class:`SaveSoon`);
-- by ``hivepipe up`` while an adapter is away (dead, restarting, reconnecting): what devices
-  publish is then queued for its session (``services/entrypoints/mqtt_saves.py``).
+- by ``hivepipe up`` as each message comes while an adapter is away (dead, restarting,
+  reconnecting): what devices publish is then queued for its session
+  (``services/entrypoints/mqtt_saves.py``).
 
 Mosquitto 2.0 blocks its signals while it waits for its sockets (up to 100 ms when idle) and
 saves at the turn of its loop after one came; so each request is followed by a PINGREQ on a
@@ -33,9 +34,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -173,26 +176,57 @@ class SaveSoon:
 
 
 class Waker:
-    """A bare MQTT 3.1.1 connection to the broker (clean session, no subscription) that sends
-    a PINGREQ on :meth:`ping`, connecting first if needed; :meth:`close` while not needed."""
+    """A bare MQTT 3.1.1 connection of its own to the broker (clean session, keep-alive off):
+    :meth:`ping` sends a PINGREQ, which ends Mosquitto's wait for its sockets. With
+    ``subscribe``, it also subscribes to every topic (``#``, QoS 0) and :meth:`published`
+    counts what is published (``hivepipe up`` while an adapter is away). It connects when
+    first used and after a failure; :meth:`close` while not needed. Not thread-safe."""
 
-    def __init__(self, url: str, *, timeout: float = 0.2) -> None:
+    def __init__(self, url: str, *, subscribe: bool = False, timeout: float = 0.2) -> None:
         address = parse_mqtt_url(url)
         self.host, self.port = address.host, address.port
+        self.subscribe = subscribe
         self.timeout = timeout
+        self.client_id = f"hivepipe-saves-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
 
     def ping(self) -> bool:
         try:
-            if self._sock is None:
-                self._sock = self._connect()
-            self._sock.sendall(b"\xc0\x00")  # PINGREQ
-            with contextlib.suppress(BlockingIOError):
-                self._sock.recv(4096, socket.MSG_DONTWAIT)  # the PINGRESPs so far
+            sock = self._connected()
+            sock.sendall(b"\xc0\x00")  # PINGREQ
+            if not self.subscribe:
+                with contextlib.suppress(BlockingIOError):
+                    sock.recv(4096)  # the PINGRESPs so far
         except OSError:
-            self.close()  # relaunched, or not up yet: connect again at the next ping
+            self.close()  # relaunched, or not up yet: connect again at the next use
             return False
         return True
+
+    def published(self, within: float) -> int:
+        """The messages published (to any topic) within ``within`` s, or since the last call
+        (0 as soon as something else came); -1 when the broker cannot be reached."""
+        try:
+            sock = self._connected()
+            if not select.select([sock], [], [], within)[0]:
+                return 0
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("the broker closed the connection")
+        except (OSError, ValueError):
+            self.close()
+            return -1
+        self._buffer += data
+        count = 0
+        while (packet := _next_packet(self._buffer)) is not None:
+            kind, size = packet
+            self._buffer = self._buffer[size:]
+            count += kind == 3  # PUBLISH
+        return count
 
     def close(self) -> None:
         if self._sock is not None:
@@ -200,21 +234,58 @@ class Waker:
                 self._sock.sendall(b"\xe0\x00")  # DISCONNECT
             self._sock.close()
             self._sock = None
+            self._buffer = b""
+
+    def _connected(self) -> socket.socket:
+        if self._sock is None:
+            self._sock = self._connect()
+        return self._sock
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         try:
-            client_id = f"hivepipe-saves-{os.getpid()}".encode()
+            client_id = self.client_id.encode()
             body = (
-                b"\x00\x04MQTT\x04\x02\x00\x3c"  # MQTT 3.1.1, clean session, keep-alive 60 s
+                b"\x00\x04MQTT\x04\x02\x00\x00"  # MQTT 3.1.1, clean session, no keep-alive
                 + len(client_id).to_bytes(2, "big")
                 + client_id
             )
             sock.sendall(bytes([0x10, len(body)]) + body)
-            connack = sock.recv(4)
-            if connack[:1] != b"\x20" or connack[3:4] != b"\x00":
-                raise ConnectionRefusedError(f"CONNACK {connack!r}")
+            if _read_exactly(sock, 4) != b"\x20\x02\x00\x00":
+                raise ConnectionRefusedError("the broker refused the connection")
+            if self.subscribe:
+                # SUBSCRIBE, packet id 1, "#" at QoS 0; then its SUBACK.
+                sock.sendall(b"\x82\x06\x00\x01\x00\x01#\x00")
+                if _read_exactly(sock, 5)[:1] != b"\x90":
+                    raise ConnectionRefusedError("the broker refused the subscription")
+            sock.setblocking(False)  # a ping never waits on the broker
         except BaseException:
             sock.close()
             raise
         return sock
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError("the broker closed the connection")
+        data += chunk
+    return data
+
+
+def _next_packet(buffer: bytes) -> tuple[int, int] | None:
+    """The type and the whole size of the MQTT packet at the start of ``buffer`` (None while
+    it is incomplete)."""
+    length, multiplier = 0, 1
+    for i in range(1, min(len(buffer), 5)):
+        byte = buffer[i]
+        length += (byte & 0x7F) * multiplier
+        if not byte & 0x80:
+            size = i + 1 + length
+            return (buffer[0] >> 4, size) if len(buffer) >= size else None
+        multiplier *= 128
+    if len(buffer) >= 5:
+        raise ValueError("malformed MQTT packet length")
+    return None

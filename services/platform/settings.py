@@ -123,8 +123,8 @@ class Settings(BaseSettings):
     #: When the embedded Mosquitto (``hivepipe up`` without ``mqtt_url``) writes what it has
     #: acknowledged to its store (docs/operations.md, "Mosquitto's persistent sessions").
     #: ``on-receipt``: when asked to (SIGUSR1), by the MQTT adapter once it has received
-    #: messages (at most every ``embedded_mqtt_save_delay_ms``) and by ``hivepipe up`` every
-    #: 10 ms while an adapter is away, and once a second anyway; a power cut loses what
+    #: messages (at most every ``embedded_mqtt_save_delay_ms``) and by ``hivepipe up`` as each
+    #: message comes while an adapter is away, and once a second anyway; a power cut loses what
     #: Mosquitto acknowledged in the last few milliseconds, at most, that the adapter had not
     #: journaled yet. ``every-change``: an fsync'd save after each change Mosquitto counts,
     #: which is each PUBACK of the adapter (about 0.2 ms of its CPU per message at 500/s)

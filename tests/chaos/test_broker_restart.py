@@ -196,19 +196,21 @@ class _Away:
 def test_on_receipt_the_supervisor_saves_what_is_queued_while_the_adapter_is_away(
     tmp_path: Path,
 ) -> None:
-    """With the adapter dead, no adapter asks: ``hivepipe up`` does, every 10 ms, and wakes
-    Mosquitto with a PINGREQ (idle, it takes signals only every 100 ms), so what Mosquitto
+    """With the adapter dead, no adapter asks: ``hivepipe up`` does, as each message comes (it
+    subscribes to every topic) and wakes Mosquitto with a PINGREQ, so what Mosquitto
     acknowledged 50 ms before its kill -9 is in its store."""
     broker = embedded.start_mqtt(tmp_path, save="on-receipt")
+    Session(broker.url, "devices/+/up").close()  # the adapter's session, its client gone
     watch = SavesWhileAway(
         BrokerSaves(embedded.mosquitto_pid_file(tmp_path)),
         [_Away()],
         None,
-        waker=Waker(broker.url),
+        waker=Waker(broker.url, subscribe=True),
     )
     watch.start()
     try:
-        Session(broker.url, "devices/+/up").close()
+        time.sleep(0.3)  # connected and subscribed, its first save done
+        assert watch.waker is not None and watch.waker.connected
         publish(broker.url, 20)
         time.sleep(0.05)
         broker = kill_and_relaunch(broker)

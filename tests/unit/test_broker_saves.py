@@ -193,3 +193,15 @@ def test_the_supervisor_thread_signals_only_while_away(stand: tuple[Stand, Path]
         assert process.signals(5) == 5  # every 10 ms
     finally:
         watch.stop()
+
+
+def test_the_supervisors_connection_counts_publishes_among_other_packets() -> None:
+    from services.platform.broker_saves import _next_packet
+
+    publish = bytes([0x30, 0x83, 0x01]) + b"\x00\x01t" + b"x" * 128  # remaining length 131
+    assert _next_packet(publish) == (3, 134)
+    assert _next_packet(publish[:100]) is None  # incomplete: wait for the rest
+    assert _next_packet(b"\xd0\x00") == (13, 2)  # PINGRESP
+    assert _next_packet(b"\x30") is None
+    with pytest.raises(ValueError, match="malformed"):
+        _next_packet(b"\x30\xff\xff\xff\xff\x01")
