@@ -210,7 +210,8 @@ def test_on_receipt_the_supervisor_saves_what_is_queued_while_the_adapter_is_awa
     watch.start()
     try:
         time.sleep(0.3)  # connected and subscribed, its first save done
-        assert watch.waker is not None and watch.waker.connected
+        assert watch.waker is not None
+        assert watch.waker.connected
         publish(broker.url, 20)
         time.sleep(0.05)
         broker = kill_and_relaunch(broker)
