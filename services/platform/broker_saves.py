@@ -48,6 +48,9 @@ from services.platform.mqtt_address import parse_mqtt_url
 
 log = logging.getLogger(__name__)
 
+#: ``socket.TCP_QUICKACK`` where Python has it (Linux), else a no-op option.
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", socket.TCP_NODELAY)
+
 SAVE_REQUESTS = Counter(
     "hivepipe_mqtt_broker_save_requests_total",
     "Saves of its store asked of the embedded Mosquitto (SIGUSR1)",
@@ -217,6 +220,9 @@ class Waker:
             data = sock.recv(65536)
             if not data:
                 raise ConnectionResetError("the broker closed the connection")
+            # Acknowledge at once (Linux resets it after each read): a broker that waits for
+            # the acknowledgement before it sends more (Nagle) sends the next message now.
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
         except (OSError, ValueError):
             self.close()
             return -1
@@ -244,6 +250,8 @@ class Waker:
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         try:
+            # A PINGREQ leaves at once, not after the broker has acknowledged the last one.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client_id = self.client_id.encode()
             body = (
                 b"\x00\x04MQTT\x04\x02\x00\x00"  # MQTT 3.1.1, clean session, no keep-alive
