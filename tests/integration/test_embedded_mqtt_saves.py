@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,18 +17,21 @@ from services.platform import Settings
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="amqtt: no store")
 
 
+def embedded_settings(tmp_path: Path, pg_server: str, kafka_server: str, **given: Any) -> Settings:
+    """``hivepipe up``'s settings with the test's PostgreSQL and Kafka: only MQTT embedded
+    unless ``mqtt_url`` is given."""
+    return Settings(
+        data_dir=tmp_path, database_url=pg_server, kafka=kafka_server, embedded=True, **given
+    )
+
+
 @pytest.mark.parametrize("save", ["on-receipt", "every-change", "every-second"])
 def test_the_roles_learn_the_pid_file_in_on_receipt_mode_only(
     tmp_path: Path, pg_server: str, kafka_server: str, save: str
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=pg_server,
-        kafka=kafka_server,
-        embedded=True,
-        embedded_mqtt_save=save,  # type: ignore[arg-type]
+    install = start_servers(
+        embedded_settings(tmp_path, pg_server, kafka_server, embedded_mqtt_save=save)
     )
-    install = start_servers(settings)
     try:
         [broker] = install.servers
         assert broker.name == "mqtt"
@@ -56,14 +60,9 @@ def test_the_roles_learn_the_pid_file_in_on_receipt_mode_only(
 def test_no_saves_are_asked_of_a_broker_of_your_own(
     tmp_path: Path, pg_server: str, kafka_server: str, mqtt_server: str
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=pg_server,
-        kafka=kafka_server,
-        mqtt_url=mqtt_server,
-        embedded=True,
+    install = start_servers(
+        embedded_settings(tmp_path, pg_server, kafka_server, mqtt_url=mqtt_server)
     )
-    install = start_servers(settings)
     try:
         assert install.servers == []
         assert install.settings.embedded_mqtt_pid_file is None
