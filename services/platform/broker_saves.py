@@ -118,6 +118,11 @@ class BrokerSaves:
         return bool(self._conf) and _started_with(pid, self._conf)
 
     def _find(self) -> bool:
+        if not Path("/proc/self/cmdline").exists():
+            if not self._refused:
+                self._refused = True
+                log.warning("no /proc here: Mosquitto saves its store once a second only")
+            return False
         try:
             pid_text, conf = self.pid_file.read_text().split("\n")[:2]
             pid = int(pid_text)
