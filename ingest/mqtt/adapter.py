@@ -104,15 +104,11 @@ class MqttIngest:
         #: Saves of the embedded Mosquitto's store asked for once messages have come in
         #: (``HIVEPIPE_EMBEDDED_MQTT_SAVE=on-receipt``); None with another broker.
         self._saves: SaveSoon | None = None
-        self._waker: Waker | None = None
-        if settings.embedded_mqtt_pid_file is not None and settings.embedded_mqtt_save == (
-            "on-receipt"
-        ):
-            self._waker = Waker(settings.mqtt_url)
+        if (pid_file := settings.mqtt_save_requests_pid_file) is not None:
             self._saves = SaveSoon(
-                BrokerSaves(settings.embedded_mqtt_pid_file),
+                BrokerSaves(pid_file),
                 settings.embedded_mqtt_save_delay_ms / 1000,
-                wake=self._waker.ping,
+                waker=Waker(settings.mqtt_url),
             )
         self._bridge = PahoBridge(
             settings,
@@ -200,8 +196,6 @@ class MqttIngest:
         await self._bridge.disconnect()
         if self._saves is not None:
             self._saves.close()
-        if self._waker is not None:
-            self._waker.close()
         if self._own_kafka is not None:
             await self._own_kafka.stop()
         if self._pool is not None and self._own_pool:

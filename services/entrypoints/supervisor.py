@@ -146,10 +146,11 @@ def mqtt_saves(
 ) -> SavesWhileAway | None:
     """Saves of the embedded Mosquitto asked for while an MQTT adapter is away (started;
     ``on-receipt`` only)."""
-    if settings.embedded_mqtt_pid_file is None or settings.embedded_mqtt_save != "on-receipt":
+    pid_file = settings.mqtt_save_requests_pid_file
+    if pid_file is None:
         return None
     saves = SavesWhileAway(
-        BrokerSaves(settings.embedded_mqtt_pid_file),
+        BrokerSaves(pid_file),
         [child for child in roles if child.role == "mqtt"],
         next((child for child in servers if child.role == "mqtt-broker"), None),
         waker=Waker(settings.mqtt_url, subscribe=True) if settings.mqtt_url else None,

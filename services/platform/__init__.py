@@ -37,14 +37,11 @@ from services.platform.timescale_aggregates import AGGREGATE_BUCKETS
 from services.platform.topic_repair import TopicRepair
 
 __all__ = [
-    "BrokerSaves",
-    "SaveSoon",
-    "Waker",
-    "write_pid_file",
     "AGGREGATE_BUCKETS",
     "ALL_TOPICS",
     "ArrivalRate",
     "BrokerAddress",
+    "BrokerSaves",
     "Coalescing",
     "DataPoint",
     "DeviceEvent",
@@ -57,6 +54,7 @@ __all__ = [
     "PublishFailed",
     "Publisher",
     "REQUEST_TIMEOUT",
+    "SaveSoon",
     "Settings",
     "TOPIC_COMMANDS",
     "TOPIC_DEAD_LETTER",
@@ -66,6 +64,7 @@ __all__ = [
     "TOPIC_WEBHOOK_READINGS",
     "TopicRepair",
     "UplinkEnvelope",
+    "Waker",
     "connection_kwargs",
     "dumps",
     "ensure_topics",
@@ -81,4 +80,5 @@ __all__ = [
     "parse_mqtt_url",
     "runtime",
     "timescale_aggregates",
+    "write_pid_file",
 ]

@@ -39,7 +39,6 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import Counter
@@ -82,7 +81,7 @@ class BrokerSaves:
         self._pidfd: int | None = None
         self._pid: int | None = None
         self._conf = ""
-        self._refused = False
+        self._warned = False
 
     def save_now(self) -> bool:
         """Ask for a save; False when there is no such Mosquitto running (or no permission)."""
@@ -101,8 +100,8 @@ class BrokerSaves:
                 self.close()  # gone (relaunched?): read the pid file again
                 continue
             except PermissionError as exc:
-                if not self._refused:
-                    self._refused = True
+                if not self._warned:
+                    self._warned = True
                     log.warning("cannot ask Mosquitto (pid %s) to save: %s", self._pid, exc)
                 return False
             SAVE_REQUESTS.inc()
@@ -119,8 +118,8 @@ class BrokerSaves:
 
     def _find(self) -> bool:
         if not Path("/proc/self/cmdline").exists():
-            if not self._refused:
-                self._refused = True
+            if not self._warned:
+                self._warned = True
                 log.warning("no /proc here: Mosquitto saves its store once a second only")
             return False
         try:
@@ -150,14 +149,13 @@ class BrokerSaves:
 class SaveSoon:
     """The adapter's side: :meth:`request` on receiving messages asks for a save at once if
     none was asked for within ``delay`` seconds, else once ``delay`` has passed since the last
-    (one pending at most). Call from the event loop."""
+    (one pending at most), then pings with ``waker``. Call from the event loop; :meth:`close`
+    closes ``saves`` and ``waker``."""
 
-    def __init__(
-        self, saves: BrokerSaves, delay: float, *, wake: Callable[[], object] | None = None
-    ) -> None:
+    def __init__(self, saves: BrokerSaves, delay: float, *, waker: Waker | None = None) -> None:
         self.saves = saves
         self.delay = delay
-        self.wake = wake
+        self.waker = waker
         self._last = -float("inf")
         self._pending: asyncio.TimerHandle | None = None
 
@@ -173,14 +171,16 @@ class SaveSoon:
     def _fire(self) -> None:
         self._pending = None
         self._last = time.monotonic()
-        if self.saves.save_now() and self.wake is not None:
-            self.wake()
+        if self.saves.save_now() and self.waker is not None:
+            self.waker.ping()
 
     def close(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
         self.saves.close()
+        if self.waker is not None:
+            self.waker.close()
 
 
 class Waker:

@@ -393,6 +393,15 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     @property
+    def mqtt_save_requests_pid_file(self) -> Path | None:
+        """The embedded Mosquitto's pid file when its saves are asked for (``on-receipt``,
+        services/platform/broker_saves.py), else None: the MQTT adapter's rule and the
+        supervisor's."""
+        if self.embedded_mqtt_save != "on-receipt":
+            return None
+        return self.embedded_mqtt_pid_file
+
+    @property
     def token(self) -> str:
         """The callback token in clear (empty when none is configured)."""
         return self.callback_token.get_secret_value() if self.callback_token else ""
